@@ -1,0 +1,45 @@
+# Every target installs what it needs into .venv first, so each works on a fresh clone.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+LOCK := images/requirements.lock
+INSTALLED := $(VENV)/.installed
+
+.PHONY: install test lint format compile bench lock clean
+
+install: $(INSTALLED)
+
+$(INSTALLED): setup.cfg pyproject.toml $(LOCK)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip==26.3 setuptools==84.2.1 wheel==0.48.0
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[test,dev]'
+	touch $@
+
+test: $(INSTALLED)
+	$(BIN)/python -m pytest
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(INSTALLED)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+compile: $(INSTALLED)
+	$(BIN)/cvat-kfp compile
+
+bench: $(INSTALLED)
+	$(BIN)/python bench/convert_to_tfrecord.py
+
+# Regenerates the transitive pin list from a clean resolve of setup.cfg.
+lock:
+	rm -rf .lock-venv
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet --upgrade pip==26.3
+	.lock-venv/bin/python -m pip install --quiet '.[test,dev]'
+	.lock-venv/bin/python -m pip freeze --exclude cvat-kfp > $(LOCK)
+	rm -rf .lock-venv
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,1 @@
+"""cvat-kfp components: one package per pipeline stage, plus the contracts they share."""

@@ -1,0 +1,1 @@
+"""Contracts every stage shares: the Dataset artifact, the label map, the validation report."""

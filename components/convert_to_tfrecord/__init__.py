@@ -1,0 +1,1 @@
+"""convert-to-tfrecord: a Dataset in; TF Object Detection API TFRecord shards out."""

@@ -1,0 +1,1 @@
+"""Pipelines built from the components, their compiled YAML, and the cvat-kfp CLI."""
