@@ -1,0 +1,18 @@
+"""The container image every component runs in: one name, tied to the package version.
+
+Override at compile time with the environment (`CVAT_KFP_IMAGE`, `CVAT_KFP_GPU_IMAGE`) or with
+`cvat-kfp compile --image/--gpu-image`, which set the same variables before the components load.
+"""
+
+import os
+from importlib.metadata import PackageNotFoundError, version
+
+IMAGE_REPOSITORY = "ghcr.io/cvat-kfp/cvat-kfp"
+
+try:
+    PACKAGE_VERSION = version("cvat-kfp")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    PACKAGE_VERSION = "0.0.0"
+
+CPU_IMAGE = os.environ.get("CVAT_KFP_IMAGE") or f"{IMAGE_REPOSITORY}:{PACKAGE_VERSION}"
+GPU_IMAGE = os.environ.get("CVAT_KFP_GPU_IMAGE") or f"{IMAGE_REPOSITORY}:{PACKAGE_VERSION}-gpu"

@@ -1,0 +1,312 @@
+"""The Dataset artifact: a directory holding `annotations.json` (COCO instances) and `images/`.
+
+`annotations.json` has `images`, `annotations` and `categories`; category ids are 1..N with no
+gaps (0 is background); `segmentation` holds polygons or RLE; `bbox` and `area` are in pixels.
+Image fields we own beside COCO's: `subset` (the CVAT subset, if any) and `group` (what must not be
+split apart: a video, a track, a source task). Any other top-level key (`info`, `licenses`, ...)
+is carried through untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from .label_map import LabelMap, LabelMapError
+
+ANNOTATIONS_FILE = "annotations.json"
+IMAGES_DIR = "images"
+MAX_LISTED_PROBLEMS = 25
+
+
+class DatasetError(ValueError):
+    """A Dataset that breaks the contract; the message names every problem and where it is."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        shown = "\n".join(f"  - {p}" for p in problems[:MAX_LISTED_PROBLEMS])
+        more = len(problems) - MAX_LISTED_PROBLEMS
+        tail = f"\n  ... and {more} more" if more > 0 else ""
+        super().__init__(f"{source}: {len(problems)} problem(s) in the dataset:\n{shown}{tail}")
+
+
+@dataclass
+class Dataset:
+    """COCO instances in memory, plus the directory its image files live under (`root/images`)."""
+
+    images: list[dict]
+    annotations: list[dict]
+    categories: list[dict]
+    root: Path | None = None
+    extra: dict = field(default_factory=dict)
+
+    # --- loading and saving -----------------------------------------------------------------
+
+    @classmethod
+    def from_coco(cls, coco: dict, root: str | Path | None = None) -> Dataset:
+        if not isinstance(coco, dict):
+            raise DatasetError(ANNOTATIONS_FILE, ["the top level must be a JSON object"])
+        missing = [k for k in ("images", "annotations", "categories") if k not in coco]
+        if missing:
+            raise DatasetError(ANNOTATIONS_FILE, [f"missing top-level key(s) {missing}"])
+        bad = [k for k in ("images", "annotations", "categories") if not isinstance(coco[k], list)]
+        if bad:
+            raise DatasetError(ANNOTATIONS_FILE, [f"top-level key(s) {bad} must be lists"])
+        extra = {k: v for k, v in coco.items() if k not in ("images", "annotations", "categories")}
+        return cls(
+            coco["images"],
+            coco["annotations"],
+            coco["categories"],
+            Path(root) if root is not None else None,
+            extra,
+        )
+
+    @classmethod
+    def load(cls, root: str | Path, check_files: bool = True) -> Dataset:
+        """Read and validate a Dataset directory; raises DatasetError listing every problem."""
+        root = Path(root)
+        path = root / ANNOTATIONS_FILE
+        if not path.is_file():
+            raise DatasetError(
+                str(root),
+                [f"no {ANNOTATIONS_FILE} here; a Dataset artifact is a directory holding "
+                 f"{ANNOTATIONS_FILE} and {IMAGES_DIR}/ (made by export-annotations)"],
+            )  # fmt: skip
+        try:
+            coco = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise DatasetError(str(path), [f"not valid UTF-8 JSON: {e}"]) from None
+        dataset = cls.from_coco(coco, root)
+        problems = dataset.validate(check_files=check_files)
+        if problems:
+            raise DatasetError(str(path), problems)
+        return dataset
+
+    def to_coco(self) -> dict:
+        return {
+            **self.extra,
+            "images": self.images,
+            "annotations": self.annotations,
+            "categories": self.categories,
+        }
+
+    def save(self, out_dir: str | Path) -> Path:
+        """Write this Dataset to `out_dir`: annotations.json plus its image files.
+
+        Image files come from `self.root` and are hard-linked when the filesystem allows it,
+        copied otherwise. The JSON is byte-identical for identical content (caching relies on it).
+        """
+        out_dir = Path(out_dir)
+        out_images = out_dir / IMAGES_DIR
+        out_images.mkdir(parents=True, exist_ok=True)
+        for image in self.images:
+            dst = out_images / image["file_name"]
+            if self.root is not None:
+                src = self.image_path(image)
+                if src.resolve() != dst.resolve():
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    _link_or_copy(src, dst)
+        text = json.dumps(self.to_coco(), ensure_ascii=False, separators=(",", ":"))
+        tmp = out_dir / (ANNOTATIONS_FILE + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, out_dir / ANNOTATIONS_FILE)
+        return out_dir
+
+    # --- views ------------------------------------------------------------------------------
+
+    def image_path(self, image: dict) -> Path:
+        if self.root is None:
+            raise ValueError("this Dataset has no root directory to find image files in")
+        return self.root / IMAGES_DIR / image["file_name"]
+
+    @property
+    def label_map(self) -> LabelMap:
+        return LabelMap.from_categories(self.categories)
+
+    def annotations_by_image(self) -> dict[int, list[dict]]:
+        """Annotations per image id, every image present (possibly with an empty list)."""
+        by_image: dict[int, list[dict]] = {image["id"]: [] for image in self.images}
+        for ann in self.annotations:
+            by_image[ann["image_id"]].append(ann)
+        return by_image
+
+    def subset(self, image_ids) -> Dataset:
+        """The images with these ids (in this Dataset's order), their annotations, all classes."""
+        keep = set(image_ids)
+        return Dataset(
+            [im for im in self.images if im["id"] in keep],
+            [a for a in self.annotations if a["image_id"] in keep],
+            self.categories,
+            self.root,
+            self.extra,
+        )
+
+    def instance_counts(self) -> Counter:
+        """Instances per category id."""
+        return Counter(a["category_id"] for a in self.annotations)
+
+    def image_counts(self) -> Counter:
+        """Images containing at least one instance, per category id."""
+        return Counter(c for _, c in {(a["image_id"], a["category_id"]) for a in self.annotations})
+
+    def metadata(self) -> dict:
+        """Counts and class names, for the KFP artifact metadata."""
+        return {
+            "num_images": len(self.images),
+            "num_annotations": len(self.annotations),
+            "num_classes": len(self.categories),
+            "class_names": list(self.label_map.names),
+        }
+
+    # --- validation -------------------------------------------------------------------------
+
+    def validate(self, check_files: bool = True) -> list[str]:
+        """Every way this Dataset breaks the contract, each naming where; empty when valid."""
+        problems: list[str] = []
+        try:
+            LabelMap.from_categories(self.categories)
+        except LabelMapError as e:
+            problems.append(str(e))
+        category_ids = {c.get("id") for c in self.categories if isinstance(c, dict)}
+
+        images_by_id: dict[int, dict] = {}
+        for index, image in enumerate(self.images):
+            where = f"images[{index}]"
+            if not isinstance(image, dict):
+                problems.append(f"{where}: not an object")
+                continue
+            image_id = image.get("id")
+            if not _is_int(image_id) or image_id < 0:
+                problems.append(f"{where}: id {image_id!r} must be a non-negative integer")
+                continue
+            where = f"image id {image_id}"
+            if image_id in images_by_id:
+                problems.append(f"{where}: the id is used by more than one image")
+                continue
+            images_by_id[image_id] = image
+            problems += _image_problems(image, where)
+            if check_files and self.root is not None and _is_safe_relative(image.get("file_name")):
+                if not self.image_path(image).is_file():
+                    problems.append(
+                        f"{where}: image file {IMAGES_DIR}/{image['file_name']} does not exist"
+                    )
+
+        seen_annotation_ids: set[int] = set()
+        for index, ann in enumerate(self.annotations):
+            where = f"annotations[{index}]"
+            if not isinstance(ann, dict):
+                problems.append(f"{where}: not an object")
+                continue
+            ann_id = ann.get("id")
+            if not _is_int(ann_id):
+                problems.append(f"{where}: id {ann_id!r} must be an integer")
+            else:
+                where = f"annotation id {ann_id}"
+                if ann_id in seen_annotation_ids:
+                    problems.append(f"{where}: the id is used by more than one annotation")
+                seen_annotation_ids.add(ann_id)
+            image = images_by_id.get(ann.get("image_id"))
+            if image is None:
+                problems.append(f"{where}: image_id {ann.get('image_id')!r} names no image")
+            else:
+                where += f" (image {image.get('file_name')!r})"
+            if ann.get("category_id") not in category_ids:
+                problems.append(
+                    f"{where}: category_id {ann.get('category_id')!r} names no category; "
+                    f"valid ids are {sorted(i for i in category_ids if _is_int(i))}"
+                )
+            problems += _annotation_problems(ann, image, where)
+        return problems
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_safe_relative(name) -> bool:
+    if not isinstance(name, str) or not name or "\\" in name or "\x00" in name:
+        return False
+    path = PurePosixPath(name)
+    return not path.is_absolute() and ".." not in path.parts and path.parts[0] != "."
+
+
+def _image_problems(image: dict, where: str) -> list[str]:
+    problems = []
+    name = image.get("file_name")
+    if not _is_safe_relative(name):
+        problems.append(
+            f"{where}: file_name {name!r} must be a relative path inside {IMAGES_DIR}/ "
+            "(no '..', no leading '/', forward slashes)"
+        )
+    for key in ("width", "height"):
+        if not _is_int(image.get(key)) or image[key] <= 0:
+            problems.append(f"{where}: {key} {image.get(key)!r} must be a positive integer")
+    for key in ("subset", "group"):
+        if key in image and image[key] is not None and not isinstance(image[key], str):
+            problems.append(f"{where}: {key} {image[key]!r} must be a string")
+    return problems
+
+
+def _annotation_problems(ann: dict, image: dict | None, where: str) -> list[str]:
+    problems = []
+    bbox = ann.get("bbox")
+    if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
+        problems.append(f"{where}: bbox {bbox!r} must be [x, y, width, height] in pixels")
+    elif bbox[2] < 0 or bbox[3] < 0:
+        problems.append(f"{where}: bbox {bbox} has a negative width or height")
+    if "area" in ann and not (_is_number(ann["area"]) and ann["area"] >= 0):
+        problems.append(f"{where}: area {ann['area']!r} must be a non-negative number")
+    if ann.get("iscrowd", 0) not in (0, 1):
+        problems.append(f"{where}: iscrowd {ann.get('iscrowd')!r} must be 0 or 1")
+    segmentation = ann.get("segmentation")
+    if segmentation in (None, [], {}):
+        return problems
+    if isinstance(segmentation, dict):
+        size, counts = segmentation.get("size"), segmentation.get("counts")
+        if not (isinstance(size, list) and len(size) == 2 and all(_is_int(v) for v in size)):
+            problems.append(f"{where}: RLE size {size!r} must be [height, width]")
+        elif image is not None and size != [image.get("height"), image.get("width")]:
+            problems.append(
+                f"{where}: RLE size {size} differs from the image's "
+                f"[height, width] [{image.get('height')}, {image.get('width')}]"
+            )
+        if not (isinstance(counts, str) or (isinstance(counts, list) and all(map(_is_int, counts)))):
+            problems.append(f"{where}: RLE counts must be a string or a list of integers")
+    elif isinstance(segmentation, list):
+        for k, polygon in enumerate(segmentation):
+            if not (isinstance(polygon, list) and all(_is_number(v) for v in polygon)):
+                problems.append(f"{where}: polygon {k} must be a flat list of numbers")
+            elif len(polygon) < 6 or len(polygon) % 2:
+                problems.append(
+                    f"{where}: polygon {k} has {len(polygon)} coordinates; "
+                    "a polygon needs an even count of at least 6 (3 points)"
+                )
+    else:
+        problems.append(f"{where}: segmentation must be a list of polygons or an RLE object")
+    return problems
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    if dst.exists():
+        dst.unlink()
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def group_key(image: dict) -> str:
+    """What keeps images together in a split: their `group`, or the image alone."""
+    group = image.get("group")
+    return f"group:{group}" if group not in (None, "") else f"image:{image['id']}"
+

@@ -1,0 +1,19 @@
+"""Fixtures shared by every test: the third-party test data beside the repo, and small datasets."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_TEST_DATA = REPO_ROOT.parent / "shared" / "test_data"
+
+
+@pytest.fixture(scope="session")
+def shared_test_data() -> Path:
+    """../shared/test_data, or a clean skip on a fresh clone that has none."""
+    if not SHARED_TEST_DATA.is_dir():
+        pytest.skip(f"third-party test data not found at {SHARED_TEST_DATA}")
+    return SHARED_TEST_DATA
