@@ -2,6 +2,7 @@
 
 Override at compile time with the environment (`CVAT_KFP_IMAGE`, `CVAT_KFP_GPU_IMAGE`) or with
 `cvat-kfp compile --image/--gpu-image`, which set the same variables before the components load.
+Read when a component module is imported (its decorator runs then), not when this module is.
 """
 
 import os
@@ -14,5 +15,10 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     PACKAGE_VERSION = "0.0.0"
 
-CPU_IMAGE = os.environ.get("CVAT_KFP_IMAGE") or f"{IMAGE_REPOSITORY}:{PACKAGE_VERSION}"
-GPU_IMAGE = os.environ.get("CVAT_KFP_GPU_IMAGE") or f"{IMAGE_REPOSITORY}:{PACKAGE_VERSION}-gpu"
+
+def cpu_image() -> str:
+    return os.environ.get("CVAT_KFP_IMAGE") or f"{IMAGE_REPOSITORY}:{PACKAGE_VERSION}"
+
+
+def gpu_image() -> str:
+    return os.environ.get("CVAT_KFP_GPU_IMAGE") or f"{IMAGE_REPOSITORY}:{PACKAGE_VERSION}-gpu"

@@ -1,0 +1,58 @@
+"""The split and convert components run for real under kfp.local, wired as in a pipeline."""
+
+import json
+from pathlib import Path
+
+import pytest
+from kfp import local
+
+from cvat_kfp.components.common.dataset import Dataset
+from cvat_kfp.components.common.synthetic import make_shapes_dataset
+from cvat_kfp.pipelines.dataset_preparation import dataset_preparation
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+@pytest.fixture()
+def local_runner(tmp_path):
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
+    yield tmp_path / "root"
+
+
+def _shard_examples(directory: Path) -> int:
+    manifest = json.loads((directory / "manifest.json").read_text())
+    return manifest["num_examples"]
+
+
+def test_dataset_preparation_runs_locally(local_runner, tmp_path):
+    source = make_shapes_dataset(tmp_path / "shapes", num_images=20, num_groups=5, seed=3)
+
+    run = dataset_preparation(
+        dataset_uri=str(source), train_fraction=0.6, val_fraction=0.2, test_fraction=0.2, seed=1
+    )
+
+    outputs = {name: Path(run.outputs[name].path) for name in ("train", "val", "test")}
+    for name, directory in outputs.items():
+        shards = sorted(directory.glob(f"{name}-*-of-*.tfrecord"))
+        assert shards, f"no {name} shards in {directory}"
+        assert (directory / "label_map.pbtxt").is_file()
+        assert run.outputs[name].metadata["split"] == name
+    examples = {name: _shard_examples(d) for name, d in outputs.items()}
+    assert sum(examples.values()) == 20
+    # groups of 4 frames never cross splits, so each split holds whole groups
+    assert all(n % 4 == 0 and n > 0 for n in examples.values()), examples
+
+
+def test_split_outputs_are_valid_datasets_and_cached_inputs_untouched(local_runner, tmp_path):
+    source = make_shapes_dataset(tmp_path / "shapes", num_images=10, seed=4)
+    before = (source / "annotations.json").read_bytes()
+
+    run = dataset_preparation(dataset_uri=str(source), seed=2)
+
+    assert (source / "annotations.json").read_bytes() == before
+    assert run.outputs["train"].metadata["num_examples"] >= 1
+    split_dirs = [p for p in local_runner.rglob("annotations.json") if p.parent != source]
+    names = sorted(p.parent.name for p in split_dirs)
+    assert names == ["test", "train", "val"]
+    total = sum(len(Dataset.load(p.parent).images) for p in split_dirs)
+    assert total == 10
