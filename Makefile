@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 LOCK := images/requirements.lock
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install test lint format compile bench lock clean
+.PHONY: install test lint format compile bench lock clean demo
 
 install: $(INSTALLED)
 
@@ -43,3 +43,6 @@ lock:
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+demo: $(INSTALLED)
+	$(BIN)/cvat-kfp demo --work-dir demo

@@ -28,6 +28,13 @@ def _compile(args) -> int:
     return 0
 
 
+def _demo(args) -> int:
+    from cvat_kfp.pipelines.demo import run_demo
+
+    run_demo(args.work_dir, num_images=args.images, seed=args.seed)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from cvat_kfp.components.common.component_image import PACKAGE_VERSION
 
@@ -50,6 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
     compile_cmd.add_argument("--image", help="component image (default: the one for this version)")
     compile_cmd.add_argument("--gpu-image", help="training component image")
     compile_cmd.set_defaults(handler=_compile)
+
+    demo_cmd = commands.add_parser(
+        "demo", help="run the suite locally (kfp.local) on a generated shapes dataset"
+    )
+    demo_cmd.add_argument("--work-dir", default="demo", help="where data and runs go (default: %(default)s)")
+    demo_cmd.add_argument("--images", type=int, default=40, help="synthetic images (default: %(default)s)")
+    demo_cmd.add_argument("--seed", type=int, default=0)
+    demo_cmd.set_defaults(handler=_demo)
     return parser
 
 
