@@ -49,10 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
         "compile", help="compile the pipelines to YAML for upload in the Kubeflow UI"
     )
     compile_cmd.add_argument(
-        "pipelines", nargs="*", help=f"pipelines to compile (default: all: {', '.join(registry.PIPELINES)})"
+        "pipelines",
+        nargs="*",
+        help=f"pipelines to compile (default: all: {', '.join(registry.PIPELINES)})",
     )
     compile_cmd.add_argument(
-        "--output-dir", default=str(registry.COMPILED_DIR), help="where the YAML goes (default: %(default)s)"
+        "--output-dir",
+        default=str(registry.COMPILED_DIR),
+        help="where the YAML goes (default: %(default)s)",
     )
     compile_cmd.add_argument("--image", help="component image (default: the one for this version)")
     compile_cmd.add_argument("--gpu-image", help="training component image")
@@ -61,8 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo_cmd = commands.add_parser(
         "demo", help="run the suite locally (kfp.local) on a generated shapes dataset"
     )
-    demo_cmd.add_argument("--work-dir", default="demo", help="where data and runs go (default: %(default)s)")
-    demo_cmd.add_argument("--images", type=int, default=40, help="synthetic images (default: %(default)s)")
+    demo_cmd.add_argument(
+        "--work-dir", default="demo", help="where data and runs go (default: %(default)s)"
+    )
+    demo_cmd.add_argument(
+        "--images", type=int, default=40, help="synthetic images (default: %(default)s)"
+    )
     demo_cmd.add_argument("--seed", type=int, default=0)
     demo_cmd.set_defaults(handler=_demo)
     return parser

@@ -14,6 +14,12 @@ from cvat_kfp.components.split_dataset.component import split_dataset
 SPLITS = ("train", "val", "test")
 
 
+class PreparedData(NamedTuple):
+    train: Dataset
+    val: Dataset
+    test: Dataset
+
+
 @dsl.pipeline(name="dataset-preparation")
 def dataset_preparation(
     dataset_uri: str,
@@ -26,7 +32,7 @@ def dataset_preparation(
     shard_size_mb: int = 128,
     include_masks: bool = True,
     exif_policy: str = "apply",
-) -> NamedTuple("Outputs", train=Dataset, val=Dataset, test=Dataset):
+) -> PreparedData:
     """Splits a Dataset artifact into train/val/test and converts each split to TFRecords.
 
     Args:
@@ -66,5 +72,4 @@ def dataset_preparation(
             exif_policy=exif_policy,
         )
         tfrecords[name].set_display_name(f"convert-{name}-to-tfrecord")
-    outputs = NamedTuple("Outputs", train=Dataset, val=Dataset, test=Dataset)
-    return outputs(*(tfrecords[name].outputs["tfrecords"] for name in SPLITS))
+    return PreparedData(*(tfrecords[name].outputs["tfrecords"] for name in SPLITS))

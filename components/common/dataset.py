@@ -79,7 +79,7 @@ class Dataset:
                  f"{ANNOTATIONS_FILE} and {IMAGES_DIR}/ (made by export-annotations)"],
             )  # fmt: skip
         try:
-            coco = json.loads(path.read_text(encoding="utf-8"))
+            coco = json.loads(path.read_text(encoding="utf-8-sig"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise DatasetError(str(path), [f"not valid UTF-8 JSON: {e}"]) from None
         dataset = cls.from_coco(coco, root)
@@ -106,6 +106,11 @@ class Dataset:
         out_images = out_dir / IMAGES_DIR
         out_images.mkdir(parents=True, exist_ok=True)
         for image in self.images:
+            if not _is_safe_relative(image.get("file_name")):
+                raise DatasetError(
+                    str(out_dir),
+                    [f"image id {image.get('id')}: unsafe file_name {image.get('file_name')!r}"],
+                )
             dst = out_images / image["file_name"]
             if self.root is not None:
                 src = self.image_path(image)
@@ -169,13 +174,18 @@ class Dataset:
     def validate(self, check_files: bool = True) -> list[str]:
         """Every way this Dataset breaks the contract, each naming where; empty when valid."""
         problems: list[str] = []
-        try:
-            LabelMap.from_categories(self.categories)
-        except LabelMapError as e:
-            problems.append(str(e))
-        category_ids = {c.get("id") for c in self.categories if isinstance(c, dict)}
+        problems += [f"categories[{i}]: not an object"
+                     for i, c in enumerate(self.categories) if not isinstance(c, dict)]  # fmt: skip
+        if not problems:
+            try:
+                LabelMap.from_categories(self.categories)
+            except LabelMapError as e:
+                problems.append(str(e))
+        category_ids = {c.get("id") for c in self.categories
+                        if isinstance(c, dict) and _is_int(c.get("id"))}  # fmt: skip
 
         images_by_id: dict[int, dict] = {}
+        image_id_of_file: dict[str, int] = {}
         for index, image in enumerate(self.images):
             where = f"images[{index}]"
             if not isinstance(image, dict):
@@ -191,6 +201,11 @@ class Dataset:
                 continue
             images_by_id[image_id] = image
             problems += _image_problems(image, where)
+            name = image.get("file_name")
+            if isinstance(name, str) and image_id_of_file.setdefault(name, image_id) != image_id:
+                problems.append(
+                    f"{where}: file_name {name!r} is also used by image id {image_id_of_file[name]}"
+                )
             if check_files and self.root is not None and _is_safe_relative(image.get("file_name")):
                 if not self.image_path(image).is_file():
                     problems.append(
@@ -211,12 +226,13 @@ class Dataset:
                 if ann_id in seen_annotation_ids:
                     problems.append(f"{where}: the id is used by more than one annotation")
                 seen_annotation_ids.add(ann_id)
-            image = images_by_id.get(ann.get("image_id"))
+            image_id = ann.get("image_id")
+            image = images_by_id.get(image_id) if _is_int(image_id) else None
             if image is None:
-                problems.append(f"{where}: image_id {ann.get('image_id')!r} names no image")
+                problems.append(f"{where}: image_id {image_id!r} names no image")
             else:
                 where += f" (image {image.get('file_name')!r})"
-            if ann.get("category_id") not in category_ids:
+            if not _is_int(ann.get("category_id")) or ann["category_id"] not in category_ids:
                 problems.append(
                     f"{where}: category_id {ann.get('category_id')!r} names no category; "
                     f"valid ids are {sorted(i for i in category_ids if _is_int(i))}"
@@ -237,6 +253,8 @@ def _is_safe_relative(name) -> bool:
     if not isinstance(name, str) or not name or "\\" in name or "\x00" in name:
         return False
     path = PurePosixPath(name)
+    if not path.parts:  # "." or "./": the images/ directory itself
+        return False
     return not path.is_absolute() and ".." not in path.parts and path.parts[0] != "."
 
 
@@ -266,7 +284,7 @@ def _annotation_problems(ann: dict, image: dict | None, where: str) -> list[str]
         problems.append(f"{where}: bbox {bbox} has a negative width or height")
     if "area" in ann and not (_is_number(ann["area"]) and ann["area"] >= 0):
         problems.append(f"{where}: area {ann['area']!r} must be a non-negative number")
-    if ann.get("iscrowd", 0) not in (0, 1):
+    if not (_is_int(ann.get("iscrowd", 0)) and ann.get("iscrowd", 0) in (0, 1)):
         problems.append(f"{where}: iscrowd {ann.get('iscrowd')!r} must be 0 or 1")
     segmentation = ann.get("segmentation")
     if segmentation in (None, [], {}):
@@ -280,7 +298,9 @@ def _annotation_problems(ann: dict, image: dict | None, where: str) -> list[str]
                 f"{where}: RLE size {size} differs from the image's "
                 f"[height, width] [{image.get('height')}, {image.get('width')}]"
             )
-        if not (isinstance(counts, str) or (isinstance(counts, list) and all(map(_is_int, counts)))):
+        if not (
+            isinstance(counts, str) or (isinstance(counts, list) and all(map(_is_int, counts)))
+        ):
             problems.append(f"{where}: RLE counts must be a string or a list of integers")
     elif isinstance(segmentation, list):
         for k, polygon in enumerate(segmentation):
@@ -309,4 +329,3 @@ def group_key(image: dict) -> str:
     """What keeps images together in a split: their `group`, or the image alone."""
     group = image.get("group")
     return f"group:{group}" if group not in (None, "") else f"image:{image['id']}"
-

@@ -41,7 +41,14 @@ class LabelMap:
         seen: dict[str, int] = {}
         for i, name in enumerate(names, start=1):
             if not isinstance(name, str) or not name.strip():
-                raise LabelMapError(f"class id {i} has a blank name {name!r}; give every class a name")
+                raise LabelMapError(
+                    f"class id {i} has a blank name {name!r}; give every class a name"
+                )
+            if "\r" in name:  # Model Garden's CSV reader (tf.io.gfile lines) drops every \r
+                raise LabelMapError(
+                    f"class id {i} name {name!r} holds a carriage return (\\r), which Model "
+                    "Garden's CSV label map reader cannot read back; remove it"
+                )
             if name in seen:
                 raise LabelMapError(
                     f"class name {name!r} is used by ids {seen[name]} and {i}; names must be unique"
@@ -73,7 +80,9 @@ class LabelMap:
         by_id: dict[int, str] = {}
         for class_id, name in pairs:
             if isinstance(class_id, bool) or not isinstance(class_id, int):
-                raise LabelMapError(f"{source}: class id {class_id!r} of {name!r} is not an integer")
+                raise LabelMapError(
+                    f"{source}: class id {class_id!r} of {name!r} is not an integer"
+                )
             if class_id in by_id:
                 raise LabelMapError(
                     f"{source}: id {class_id} is given twice ({by_id[class_id]!r} and {name!r})"
@@ -85,7 +94,10 @@ class LabelMap:
                 f"{source}: class ids must be 1..{len(by_id)} with no gaps (0 is background), "
                 f"got {sorted(by_id)}"
             )
-        return cls(tuple(by_id[i] for i in expected))
+        try:
+            return cls(tuple(by_id[i] for i in expected))
+        except LabelMapError as e:  # blank, duplicate or empty names: say where they came from
+            raise LabelMapError(f"{source}: {e}") from None
 
     @classmethod
     def from_categories(cls, categories: list[dict]) -> LabelMap:
@@ -133,7 +145,9 @@ class LabelMap:
             try:
                 pairs.append((int(row[0]), row[1]))
             except ValueError:
-                raise LabelMapError(f"{source} row {line_no}: id {row[0]!r} is not an integer") from None
+                raise LabelMapError(
+                    f"{source} row {line_no}: id {row[0]!r} is not an integer"
+                ) from None
         return cls.from_pairs(pairs, source)
 
     # --- json -------------------------------------------------------------------------------
@@ -177,7 +191,7 @@ class LabelMap:
         readers = {".pbtxt": cls.from_pbtxt, ".csv": cls.from_csv, ".json": cls.from_json}
         if path.suffix not in readers:
             raise LabelMapError(f"{path}: unknown label map form; use .pbtxt, .csv or .json")
-        return readers[path.suffix](path.read_text(encoding="utf-8"), str(path))
+        return readers[path.suffix](path.read_text(encoding="utf-8-sig"), str(path))
 
 
 # --- protobuf text format strings -----------------------------------------------------------
@@ -247,7 +261,7 @@ def _tokens(text: str, source: str):
         m = _TOKEN.match(text, pos)
         if not m:
             line = text.count("\n", 0, pos) + 1
-            raise LabelMapError(f"{source} line {line}: cannot parse {text[pos:pos + 20]!r}")
+            raise LabelMapError(f"{source} line {line}: cannot parse {text[pos : pos + 20]!r}")
         pos = m.end()
         for kind in ("str", "punct", "word", "num"):
             if m.group(kind) is not None:

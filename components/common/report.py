@@ -99,7 +99,9 @@ class Report:
         if not refusals:
             return
         shown = "\n".join(f"  - {_located(e)}" for e in refusals[:20])
-        more = f"\n  ... and {len(refusals) - 20} more (see report.json)" if len(refusals) > 20 else ""
+        more = (
+            f"\n  ... and {len(refusals) - 20} more (see report.json)" if len(refusals) > 20 else ""
+        )
         raise ReportError(f"{self.stage}: refused {len(refusals)} {what} item(s):\n{shown}{more}")
 
     def to_dict(self) -> dict:
@@ -179,7 +181,9 @@ class Report:
                 )
             parts.append("</table>")
             for action, code, entries in self._grouped():
-                parts.append(f"<h2 class='{action}'>{action}: {esc(code)} ({len(entries)})</h2><ul>")
+                parts.append(
+                    f"<h2 class='{action}'>{action}: {esc(code)} ({len(entries)})</h2><ul>"
+                )
                 for e in entries[:MAX_RENDERED_PER_CODE]:
                     parts.append(f"<li>{esc(_located(e))}</li>")
                 if len(entries) > MAX_RENDERED_PER_CODE:
@@ -195,4 +199,4 @@ def _located(entry: Entry) -> str:
 
 
 def _md_escape(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    return text.replace("|", "\\|").replace("\r", " ").replace("\n", " ")

@@ -69,12 +69,12 @@ def make_shapes_dataset(
             polygon = shape_polygon(shape, cx, cy, r, rng.uniform(0, math.pi))
             draw.polygon(polygon, fill=COLOURS[shape])
             xs, ys = polygon[0::2], polygon[1::2]
-            x0, y0 = min(xs), min(ys)
+            x0, y0, x1, y1 = min(xs), min(ys), max(xs), max(ys)
             annotations.append({
                 "id": len(annotations) + 1,
                 "image_id": image_id,
                 "category_id": category_id,
-                "bbox": [round(x0, 2), round(y0, 2), round(max(xs) - x0, 2), round(max(ys) - y0, 2)],
+                "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
                 "area": round(polygon_area(polygon), 2),
                 "segmentation": [polygon],
                 "iscrowd": 0,

@@ -15,9 +15,17 @@ from cvat_kfp.pipelines.cli import main
 
 @pytest.mark.parametrize("name", sorted(registry.PIPELINES))
 def test_compiled_yaml_is_fresh(name, tmp_path):
-    # A fresh interpreter, so the image name is read from a clean environment as `make compile` does.
+    # A fresh interpreter reads the image name from a clean environment, as `make compile` does.
     subprocess.run(
-        [sys.executable, "-m", "cvat_kfp.pipelines.cli", "compile", name, "--output-dir", str(tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "cvat_kfp.pipelines.cli",
+            "compile",
+            name,
+            "--output-dir",
+            str(tmp_path),
+        ],
         check=True,
         env={k: v for k, v in __import__("os").environ.items() if not k.startswith("CVAT_KFP_")},
     )
