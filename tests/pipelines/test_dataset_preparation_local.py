@@ -56,3 +56,14 @@ def test_split_outputs_are_valid_datasets_and_cached_inputs_untouched(local_runn
     assert names == ["test", "train", "val"]
     total = sum(len(Dataset.load(p.parent).images) for p in split_dirs)
     assert total == 10
+
+
+def test_a_refused_input_fails_the_run_with_the_reason_in_the_log(local_runner, tmp_path, capfd):
+    source = make_shapes_dataset(tmp_path / "shapes", num_images=2, seed=5)
+
+    with pytest.raises(RuntimeError):
+        dataset_preparation(dataset_uri=str(source))
+
+    log = capfd.readouterr()
+    assert "3 non-empty splits requested" in log.out + log.err
+    assert "2 images" in log.out + log.err
