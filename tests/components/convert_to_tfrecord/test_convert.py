@@ -14,6 +14,7 @@ from cvat_kfp.components.common.report import Report, ReportError
 from cvat_kfp.components.common.synthetic import make_shapes_dataset
 from cvat_kfp.components.convert_to_tfrecord import convert
 from cvat_kfp.components.convert_to_tfrecord.convert import available_cpus, convert_dataset
+from cvat_kfp.components.convert_to_tfrecord.writer import ShardedTFRecordWriter
 
 from .conftest import CLASS_NAMES
 
@@ -95,58 +96,52 @@ def test_records_decode_with_model_garden_decoders(mixed_dataset, tmp_path):
 
 def test_shards_rotate_by_bytes_and_hold_every_example_once(tmp_path):
     source = make_shapes_dataset(tmp_path / "shapes", num_images=12, image_size=(64, 48))
-    one_example = 1 + len(records(_converted(source, tmp_path / "whole"))[0])
-    result = convert_dataset(source, tmp_path / "out", shard_size_bytes=2 * one_example,
-                             num_workers=1)  # fmt: skip
+    out = tmp_path / "out"
+    result = convert_dataset(source, out, shard_size_bytes=5_000, num_workers=1)
 
-    names = [p.name for p in result.shard_paths]
-    count = len(names)
-    assert 3 <= count < 12
-    assert names == [f"train-{i:05d}-of-{count:05d}.tfrecord" for i in range(count)]
-    ids = [TfExampleDecoder().decode(tf.constant(r))["source_id"].numpy() for r in
-           records(tmp_path / "out")]  # fmt: skip
+    count = result.num_shards
+    assert 1 < count < 12
+    assert [p.name for p in result.shard_paths] == [
+        f"train-{i:05d}-of-{count:05d}.tfrecord" for i in range(count)
+    ]
+    decoder = TfExampleDecoder()
+    ids = [decoder.decode(tf.constant(r))["source_id"].numpy() for r in records(out)]
     assert ids == [str(i).encode() for i in range(1, 13)]
-    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    manifest = json.loads((out / "manifest.json").read_text())
     assert sum(s["num_examples"] for s in manifest["shards"]) == 12
+    assert all(s["num_bytes"] >= 5_000 for s in manifest["shards"][:-1])
     for shard in manifest["shards"]:
-        assert (tmp_path / "out" / shard["file"]).stat().st_size == shard["num_bytes"]
-
-
-def _converted(source, out, **options):
-    convert_dataset(source, out, num_workers=1, **options)
-    return out
-
-
-class RecordingPool(ProcessPoolExecutor):
-    """Records the start method and how many submitted tasks were unfinished at each submit."""
-
-    start_methods: list[str] = []
-    unfinished: list[int] = []
-
-    def __init__(self, max_workers, mp_context):
-        super().__init__(max_workers, mp_context=mp_context)
-        self.start_methods.append(mp_context.get_start_method())
-        self.futures = []
-
-    def submit(self, fn, *args, **kwargs):
-        self.futures = [f for f in self.futures if not f.done()]
-        self.unfinished.append(len(self.futures))
-        future = super().submit(fn, *args, **kwargs)
-        self.futures.append(future)
-        return future
+        assert (out / shard["file"]).stat().st_size == shard["num_bytes"]
 
 
 def test_parallel_output_is_byte_identical_to_inline(tmp_path, monkeypatch):
+    pools = []
+
+    class RecordingPool(ProcessPoolExecutor):
+        """Records its start method and, at each submit, how many tasks were unfinished."""
+
+        def __init__(self, max_workers, mp_context):
+            super().__init__(max_workers, mp_context=mp_context)
+            self.start_method = mp_context.get_start_method()
+            self.futures, self.unfinished = [], []
+            pools.append(self)
+
+        def submit(self, fn, *args, **kwargs):
+            self.futures = [f for f in self.futures if not f.done()]
+            self.unfinished.append(len(self.futures))
+            self.futures.append(super().submit(fn, *args, **kwargs))
+            return self.futures[-1]
+
     source = make_shapes_dataset(tmp_path / "shapes", num_images=24, image_size=(64, 48))
-    inline = _converted(source, tmp_path / "inline", shard_size_bytes=20_000)
-    parallel = tmp_path / "parallel"
+    inline, parallel = tmp_path / "inline", tmp_path / "parallel"
+    convert_dataset(source, inline, shard_size_bytes=20_000, num_workers=1)
     monkeypatch.setattr(convert, "ProcessPoolExecutor", RecordingPool)
     convert_dataset(source, parallel, shard_size_bytes=20_000, num_workers=2)
 
-    assert RecordingPool.start_methods == ["spawn"]  # never fork a parent that loaded TF
-    assert len(RecordingPool.unfinished) == 24
-    assert max(RecordingPool.unfinished) <= convert.TASKS_IN_FLIGHT_PER_WORKER * 2
-
+    [pool] = pools
+    assert pool.start_method == "spawn"  # never fork a parent that loaded TensorFlow
+    assert len(pool.unfinished) == 24
+    assert max(pool.unfinished) <= convert.TASKS_IN_FLIGHT_PER_WORKER * 2
     names = sorted(p.name for p in inline.iterdir())
     assert names == sorted(p.name for p in parallel.iterdir())
     assert len([n for n in names if n.endswith(".tfrecord")]) > 1
@@ -183,7 +178,7 @@ def test_an_error_mid_run_removes_the_temporary_shards(tmp_path, monkeypatch):
     calls = []
 
     def failing_serialize(features):
-        calls.append(1)
+        calls.append(sorted(p.name for p in (tmp_path / "out").iterdir()))
         if len(calls) == 4:
             raise RuntimeError("disk full")
         return serialize(features)
@@ -191,7 +186,24 @@ def test_an_error_mid_run_removes_the_temporary_shards(tmp_path, monkeypatch):
     monkeypatch.setattr(convert, "serialize_example", failing_serialize)
     with pytest.raises(RuntimeError, match="disk full"):
         convert_dataset(source, tmp_path / "out", shard_size_bytes=1, num_workers=1)
+    # while writing, shards exist only under hidden temporary names
+    assert calls[-1] == [f".train-{i:05d}.tfrecord.tmp" for i in range(3)]
     assert leftovers(tmp_path / "out") == []
+
+
+def test_writer_starts_a_shard_once_the_current_one_reaches_the_size(tmp_path):
+    record = b"x" * 100  # 116 bytes framed
+    with ShardedTFRecordWriter(tmp_path, "val", shard_size_bytes=300) as writer:
+        for _ in range(7):
+            writer.write(record)
+        shards = writer.finish()
+    assert [(s.path.name, s.num_examples, s.num_bytes) for s in shards] == [
+        ("val-00000-of-00003.tfrecord", 3, 348),
+        ("val-00001-of-00003.tfrecord", 3, 348),
+        ("val-00002-of-00003.tfrecord", 1, 116),
+    ]
+    assert all(s.path.stat().st_size == s.num_bytes for s in shards)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [s.path.name for s in shards]
 
 
 @pytest.mark.parametrize("existing", ["train-00000-of-00001.tfrecord", "manifest.json"])
