@@ -116,7 +116,7 @@ class Dataset:
                 src = self.image_path(image)
                 if src.resolve() != dst.resolve():
                     dst.parent.mkdir(parents=True, exist_ok=True)
-                    _link_or_copy(src, dst)
+                    link_or_copy(src, dst)
         text = json.dumps(self.to_coco(), ensure_ascii=False, separators=(",", ":"))
         tmp = out_dir / (ANNOTATIONS_FILE + ".tmp")
         tmp.write_text(text, encoding="utf-8")
@@ -316,7 +316,7 @@ def _annotation_problems(ann: dict, image: dict | None, where: str) -> list[str]
     return problems
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
+def link_or_copy(src: Path, dst: Path) -> None:
     if dst.exists():
         dst.unlink()
     try:
