@@ -1,0 +1,3 @@
+"""export-annotations: any CVAT export (archive, folder, gs://, https://, a CVAT server) in;
+one validated Dataset out.
+"""

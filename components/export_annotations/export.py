@@ -1,0 +1,133 @@
+"""export-annotations: whatever a team has in CVAT becomes one validated Dataset directory.
+
+The source is a CVAT export (folder or archive; local, gs:// or https://) or a CVAT server
+(tasks, projects, jobs, exported as COCO 1.0 with images). Several server exports merge into one
+Dataset: classes by name, file names kept apart by a per-source folder.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..common.dataset import Dataset
+from ..common.report import Report, ReportError
+from .builder import STAGE, DatasetBuilder
+from .formats import AUTO, read_export
+
+
+@dataclass
+class ExportResult:
+    dataset: Dataset
+    report: Report
+    format_name: str
+    sources: list[str]
+
+    def metadata(self) -> dict:
+        return {**self.dataset.metadata(), "format": self.format_name, "sources": self.sources}
+
+
+def parse_ids(ids: str | list | tuple | None, what: str) -> list[int]:
+    """Ids as a user writes them in a pipeline parameter: "12, 15" or [12, 15]."""
+    if ids in (None, ""):
+        return []
+    items = ids.replace(";", ",").split(",") if isinstance(ids, str) else list(ids)
+    parsed = []
+    for item in items:
+        text = str(item).strip()
+        if not text:
+            continue
+        if not text.isdigit() or int(text) <= 0:
+            raise ValueError(f"{what}: {text!r} is not a positive integer id (e.g. '12, 15')")
+        parsed.append(int(text))
+    return parsed
+
+
+def export_annotations(
+    output_dir: str | Path,
+    *,
+    source: str = "",
+    format_name: str = AUTO,
+    cvat_url: str = "",
+    task_ids=(),
+    project_ids=(),
+    job_ids=(),
+    completed_jobs_only: bool = False,
+    group_by_task: bool = False,
+    skip_bad_images: bool = False,
+    work_dir: str | Path | None = None,
+    report_dir: str | Path | None = None,
+) -> ExportResult:
+    """Read an export (`source`) or pull one from a CVAT server (`cvat_url` + ids) into a Dataset.
+
+    The report (report.json/.md/.html) is saved to `report_dir` (default: `output_dir`) also when
+    the export is refused; then ReportError says what was refused and where.
+    """
+    task_ids = parse_ids(task_ids, "task_ids")
+    project_ids = parse_ids(project_ids, "project_ids")
+    job_ids = parse_ids(job_ids, "job_ids")
+    from_server = bool(cvat_url.strip())
+    if from_server == bool(source.strip()):
+        raise ValueError(
+            "give exactly one source: `source` (a CVAT export: folder, archive, gs:// or https:// "
+            "URI) or `cvat_url` with task, project or job ids"
+        )
+    if from_server and not (task_ids or project_ids or job_ids):
+        raise ValueError(f"cvat_url {cvat_url} needs task_ids, project_ids or job_ids to export")
+    if not from_server and (task_ids or project_ids or job_ids):
+        raise ValueError("task, project and job ids need cvat_url (the CVAT server to ask)")
+
+    report = Report(STAGE)
+    builder = DatasetBuilder(report)
+    report_dir = Path(report_dir or output_dir)
+    with tempfile.TemporaryDirectory(dir=work_dir, prefix="cvat-export-") as scratch:
+        scratch = Path(scratch)
+        try:
+            if from_server:
+                format_name, sources = _read_server_exports(
+                    builder,
+                    scratch,
+                    cvat_url,
+                    dict(task_ids=task_ids, project_ids=project_ids, job_ids=job_ids),
+                    completed_jobs_only=completed_jobs_only,
+                    group_by_task=group_by_task,
+                )
+            else:
+                format_name, sources = _read_source(builder, scratch, source, format_name)
+            dataset = builder.build(output_dir, skip_bad_images=skip_bad_images)
+        except ReportError:
+            report.save(report_dir)
+            raise
+    report.save(report_dir)
+    if Path(report_dir) != Path(output_dir):
+        report.save(output_dir)  # the Dataset carries its own report
+    return ExportResult(dataset, report, format_name, sources)
+
+
+def _read_source(builder, scratch: Path, source: str, format_name: str):
+    from .sources import fetch_source
+
+    root = fetch_source(source, scratch / "source")
+    read_as = read_export(root, builder, format_name)
+    builder.report.note("read", f"read as {read_as}", source)
+    return read_as, [source]
+
+
+def _read_server_exports(builder, scratch, cvat_url, ids, *, completed_jobs_only, group_by_task):
+    from .cvat_server import export_from_cvat
+    from .sources import fetch_source
+
+    exports = export_from_cvat(
+        cvat_url, scratch / "downloads", completed_jobs_only=completed_jobs_only, **ids
+    )
+    for index, export in enumerate(exports):
+        root = fetch_source(str(export.archive), scratch / f"export-{index}")
+        # A task is one group only on request: most tasks are unrelated image batches, and one
+        # group per task would leave a one-task export nothing to split.
+        builder.default_group = export.group if group_by_task else None
+        builder.file_prefix = export.group if len(exports) > 1 else ""
+        read_export(root, builder, "COCO 1.0")
+        builder.report.note("read", f"{export.resource}: read as COCO 1.0", cvat_url)
+    builder.default_group, builder.file_prefix = None, ""
+    return "COCO 1.0", [f"{cvat_url} {export.resource}" for export in exports]

@@ -1,0 +1,1 @@
+"""One module per CVAT export format: FORMATS names, detect(root), read(root, builder)."""
