@@ -126,7 +126,7 @@ def _read_server_exports(builder, scratch, cvat_url, ids, *, completed_jobs_only
         # A task is one group only on request: most tasks are unrelated image batches, and one
         # group per task would leave a one-task export nothing to split.
         builder.default_group = export.group if group_by_task else None
-        builder.file_prefix = export.group if len(exports) > 1 else ""
+        builder.file_prefix = Path(export.archive).stem if len(exports) > 1 else ""
         read_export(root, builder, "COCO 1.0")
         builder.report.note("read", f"{export.resource}: read as COCO 1.0", cvat_url)
     builder.default_group, builder.file_prefix = None, ""
