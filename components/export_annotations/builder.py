@@ -178,10 +178,11 @@ class DatasetBuilder:
         annotations when `skip_bad_images`. Raises ReportError, writing nothing, when the report
         holds any refusal (a reader's too).
         """
-        images, annotations = [], []
+        kept, images, annotations = [], [], []
         for pending in self._images.values():
             if not self._settle_image(pending, skip_bad_images):
                 continue
+            kept.append(pending)
             images.append(pending.record)
             annotations += [self._annotations[i] for i in pending.annotation_ids]
         self.report.raise_if_refused("annotation or image")  # before anything is written
@@ -193,11 +194,10 @@ class DatasetBuilder:
         if problems:
             raise DatasetError("export-annotations result", problems)
         out_dir = Path(out_dir)
-        for pending in self._images.values():
-            if pending.record in images:
-                destination = out_dir / IMAGES_DIR / pending.record["file_name"]
-                destination.parent.mkdir(parents=True, exist_ok=True)
-                link_or_copy(pending.source, destination)
+        for pending in kept:
+            destination = out_dir / IMAGES_DIR / pending.record["file_name"]
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            link_or_copy(pending.source, destination)
         dataset.save(out_dir)
         dataset.root = out_dir
         return dataset

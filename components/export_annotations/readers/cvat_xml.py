@@ -1,0 +1,765 @@
+"""CVAT for images 1.1 and CVAT for video 1.1: task, job and project exports.
+
+Kept: boxes (rotated ones as 4-point polygons), polygons, masks (CVAT's RLE), ellipses (as
+64-point polygons); shapes sharing a `group_id` on one image or frame become one instance;
+attributes, `occluded`, and for tracks `track_id` and `keyframe`. Tracks become one shape per
+frame: the shapes the file holds are taken as written (CVAT writes every frame), frames missing
+between two of them are filled as CVAT interpolates, and a track ends at an `outside` shape.
+Points, polylines, skeletons, cuboids and tags are skipped with a report line each.
+"""
+
+from __future__ import annotations
+
+import glob
+import math
+import re
+import xml.etree.ElementTree as ET
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+from ..builder import DatasetBuilder
+
+FORMATS = ("CVAT for images 1.1", "CVAT for video 1.1")
+IMAGES_FORMAT, VIDEO_FORMAT = FORMATS
+SHAPES = ("box", "polygon", "ellipse", "mask")
+# Label types that can only hold what we skip: they make no class.
+NO_INSTANCE_LABEL_TYPES = ("points", "polyline", "skeleton", "cuboid", "tag")
+ELLIPSE_VERTICES = 64
+FRAME_FILE = re.compile(r"frame_(\d+)")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+class _Invalid(ValueError):
+    """A shape whose numbers cannot be read."""
+
+
+def detect(root: Path) -> list[str]:
+    """The CVAT XML formats of the *.xml files at the top of `root` (reads up to the first
+    <image> or <track>)."""
+    kinds = {_sniff(path) for path in Path(root).glob("*.xml")}
+    return [name for name in FORMATS if name in kinds]
+
+
+def read(root: Path, builder: DatasetBuilder, format_name: str | None = None) -> None:
+    root = Path(root)
+    if format_name is not None and format_name not in FORMATS:
+        raise ValueError(f"{format_name!r} is not one of {FORMATS}")
+    found = [(path, _sniff(path)) for path in sorted(root.glob("*.xml"))]
+    files = [(p, kind) for p, kind in found if kind and kind == (format_name or kind)]
+    if not files:
+        seen = ", ".join(f"{p.name}: {kind or 'not CVAT XML'}" for p, kind in found) or "none"
+        raise ValueError(
+            f"{root}: no {format_name or 'CVAT'} annotation XML at the top level (*.xml: {seen})"
+        )
+    for path, kind in files:
+        _read_file(_Context(root, path, builder), kind)
+
+
+def _sniff(path: Path) -> str | None:
+    depth, seen_meta = 0, False
+    try:
+        with path.open("rb") as source:
+            for event, element in ET.iterparse(source, events=("start", "end")):
+                if event == "end":
+                    depth -= 1
+                    continue
+                depth += 1
+                if depth == 1 and element.tag != "annotations":
+                    return None
+                if depth == 2:
+                    seen_meta = seen_meta or element.tag in ("version", "meta")
+                    if seen_meta and element.tag == "image":
+                        return IMAGES_FORMAT
+                    if seen_meta and element.tag == "track":
+                        return VIDEO_FORMAT
+    except (ET.ParseError, OSError):
+        return None
+    return VIDEO_FORMAT if seen_meta else None  # CVAT for images writes every frame as <image>
+
+
+# --- the file and its meta -------------------------------------------------------------------
+
+
+@dataclass
+class _Task:
+    """A task (or the job) whose frames the file covers."""
+
+    id: str
+    start: int
+    stop: int
+    step: int
+    subset: str
+    size: tuple[int, int] | None  # (width, height) of the video frames, when the meta says
+
+    def frames(self) -> range:
+        return range(self.start, self.stop + 1, self.step)
+
+
+@dataclass
+class _Meta:
+    kind: str  # "task", "job" or "project"
+    id: str
+    mode: str  # "interpolation" for video data
+    subset: str
+    labels: list[tuple[str, str, str]]  # (name, type, parent)
+    attribute_types: dict[tuple[str, str], str]  # (label, attribute) -> input_type
+    tasks: dict[str, _Task]  # by the task_id the file's elements give ("" when they give none)
+
+
+@dataclass
+class _Shape:
+    """One shape ready for the builder: kind "box" ([x, y, w, h]), "polygon" ([x1, y1, ...]) or
+    "mask" ((0/1 array of its box, left, top))."""
+
+    kind: str
+    data: object
+    label: str
+    attributes: dict
+    group: int
+    location: str
+
+
+@dataclass
+class _Context:
+    root: Path
+    path: Path
+    builder: DatasetBuilder
+    meta: _Meta | None = None
+    classes: set[str] = field(default_factory=set)
+    frames: dict = field(default_factory=lambda: defaultdict(list))  # (task, frame) -> shapes
+
+    @property
+    def where(self) -> str:
+        return self.path.relative_to(self.root).as_posix()
+
+    @property
+    def report(self):
+        return self.builder.report
+
+    def group(self, what: str) -> str:
+        """A split group name, kept apart from other sources merged into the same builder."""
+        default = self.builder.default_group
+        return f"{default}/{what}" if default else what
+
+
+def _read_file(ctx: _Context, kind: str) -> None:
+    for element in _top_elements(ctx):
+        if element.tag == "meta":
+            ctx.meta = _read_meta(ctx, element)
+            _declare_classes(ctx)
+        elif element.tag in ("image", "track"):
+            if ctx.meta is None:
+                raise ValueError(f"{ctx.where}: <{element.tag}> before the <meta> that says labels")
+            if (element.tag == "image") != (kind == IMAGES_FORMAT):
+                raise ValueError(f"{ctx.where}: a <{element.tag}> in a {kind} file")
+            if element.tag == "image":
+                _read_image(ctx, element)
+            else:
+                _read_track(ctx, element)
+    if ctx.meta is None:
+        raise ValueError(f"{ctx.where}: no <meta> (labels, frames): not a CVAT 1.1 export")
+    if kind == VIDEO_FORMAT:
+        _add_video_frames(ctx)
+
+
+def _top_elements(ctx: _Context):
+    """Each child of <annotations>, complete, then dropped from memory."""
+    depth, top = 0, None
+    try:
+        with ctx.path.open("rb") as source:
+            for event, element in ET.iterparse(source, events=("start", "end")):
+                if event == "start":
+                    depth += 1
+                    top = element if depth == 1 else top
+                    continue
+                depth -= 1
+                if depth == 1:
+                    yield element
+                    top.clear()
+    except ET.ParseError as e:
+        raise ValueError(f"{ctx.where}: not well-formed XML ({e})") from None
+
+
+def _read_meta(ctx: _Context, meta: ET.Element) -> _Meta:
+    owner = next((meta.find(k) for k in ("project", "task", "job") if meta.find(k) is not None),
+                 None)  # fmt: skip
+    if owner is None:
+        raise ValueError(f"{ctx.where}: <meta> holds no <project>, <task> or <job>")
+    labels, types = [], {}
+    for label in owner.iterfind("labels/label"):
+        name = (label.findtext("name") or "").strip()
+        labels.append((name, (label.findtext("type") or "any").strip(),
+                       (label.findtext("parent") or "").strip()))  # fmt: skip
+        for attribute in label.iterfind("attributes/attribute"):
+            key = (name, (attribute.findtext("name") or "").strip())
+            types[key] = (attribute.findtext("input_type") or "text").strip()
+    if owner.tag == "project":
+        tasks = {_text(t, "id"): _read_task(ctx, t) for t in owner.iterfind("tasks/task")}
+    else:
+        tasks = {"": _read_task(ctx, owner)}
+    ids = (_text(owner, k) for k in ("id", "mode", "subset"))
+    return _Meta(owner.tag, *ids, labels, types, tasks)
+
+
+def _read_task(ctx: _Context, task: ET.Element) -> _Task:
+    start = int(_text(task, "start_frame") or 0)
+    step_text = _text(task, "frame_filter")
+    match = re.fullmatch(r"step\s*=\s*(\d+)", step_text)
+    if step_text and not (match and int(match.group(1)) > 0):
+        raise ValueError(f"{ctx.where}: frame_filter {step_text!r} is not CVAT's 'step=N'")
+    step = int(match.group(1)) if match else 1
+    size = int(_text(task, "size") or 0)
+    stop = int(_text(task, "stop_frame") or start + (size - 1) * step)
+    original = task.find("original_size")
+    frame_size = None
+    if original is not None and _text(original, "width") and _text(original, "height"):
+        frame_size = (int(_text(original, "width")), int(_text(original, "height")))
+    return _Task(_text(task, "id"), start, stop, step, _text(task, "subset"), frame_size)
+
+
+def _text(element: ET.Element, path: str) -> str:
+    return (element.findtext(path) or "").strip()
+
+
+def _declare_classes(ctx: _Context) -> None:
+    """Every label that can hold an instance becomes a class, in CVAT's label order."""
+    left_out = []
+    for name, label_type, parent in ctx.meta.labels:
+        if not name:
+            continue
+        if parent or label_type in NO_INSTANCE_LABEL_TYPES:
+            left_out.append(name)
+            continue
+        ctx.builder.category(name)
+        ctx.classes.add(name)
+    if left_out:
+        ctx.report.note(
+            "labels-not-classes",
+            f"labels {left_out} are skeleton parts or points/polyline/skeleton/cuboid/tag labels: "
+            "they cannot hold boxes, polygons or masks, so they make no class",
+            ctx.where,
+        )
+
+
+# --- CVAT for images -------------------------------------------------------------------------
+
+
+def _read_image(ctx: _Context, image: ET.Element) -> None:
+    name = image.get("name") or ""
+    if not _clean_relative(name):
+        message = f"<image id={image.get('id')!r}> has no name"
+        ctx.report.refused("image-invalid", message, ctx.where)
+        return
+    subset = image.get("subset") or ctx.meta.subset or None
+    source, file_name = _find_image(ctx.root, name, subset if ctx.meta.kind == "project" else None)
+    size = (_int(image.get("width")), _int(image.get("height")))
+    image_id = ctx.builder.add_image(
+        source,
+        file_name,
+        width=size[0],
+        height=size[1],
+        subset=subset,
+        group=_image_group(ctx, image),
+        location=f"{ctx.where}: image {name!r}",
+    )
+    shapes = []
+    for index, element in enumerate(image, start=1):
+        label = element.get("label")
+        location = f"{ctx.where}: image {name!r}: {element.tag} #{index} label {label!r}"
+        if not _usable(ctx, element.tag, label, location):
+            continue
+        geometry = _geometry(ctx, element, location)
+        label = label.strip()
+        group = _int(element.get("group_id")) or 0
+        attributes = _attributes(ctx, element, label)
+        shape = geometry and _shape(ctx, geometry, label, attributes, group, location)
+        shapes += [shape] if shape else []
+    _add_instances(ctx, image_id, shapes, size)
+
+
+def _image_group(ctx: _Context, image: ET.Element) -> str | None:
+    """A project's images stay together per task; a video's frames too (they nearly repeat)."""
+    if ctx.meta.kind == "project" and image.get("task_id"):
+        return ctx.group(f"task {image.get('task_id')}")
+    if ctx.meta.mode == "interpolation":
+        return ctx.group(f"{ctx.meta.kind} {ctx.meta.id}" if ctx.meta.id else ctx.where)
+    return None
+
+
+def _find_image(root: Path, name: str, subset: str | None) -> tuple[Path, str]:
+    """The file an <image> names (CVAT writes a video frame's name without its extension), or
+    where it should be; and its name inside the Dataset."""
+    images = root / "images"
+    relative = _clean_relative(name)
+    bases = ([images / subset] if subset else []) + [images, root]
+    for base in bases:
+        path = base / relative
+        if not path.is_file() and not path.suffix:
+            pattern = glob.escape(path.name) + ".*"
+            path = next((p for p in sorted(path.parent.glob(pattern)) if p.is_file()), path)
+        if path.is_file():
+            break
+    else:
+        path = bases[0] / relative
+    if path.is_relative_to(images):
+        return path, path.relative_to(images).as_posix()
+    return path, path.relative_to(root).as_posix()
+
+
+def _clean_relative(name: str) -> str:
+    return "/".join(p for p in name.replace("\\", "/").split("/") if p not in ("", ".", ".."))
+
+
+# --- CVAT for video --------------------------------------------------------------------------
+
+
+@dataclass
+class _Written:
+    """A track's shape as the file holds it."""
+
+    frame: int
+    outside: bool
+    keyframe: bool
+    values: list  # see _geometry
+    attributes: dict
+
+
+def _read_track(ctx: _Context, track: ET.Element) -> None:
+    task_key = track.get("task_id", "")
+    label = track.get("label")
+    location = f"{ctx.where}: track {track.get('id')} label {label!r}"
+    task = ctx.meta.tasks.get(task_key)
+    if task is None:
+        message = f"task_id {task_key!r} is not in the meta"
+        ctx.report.refused("track-task-unknown", message, location)
+        return
+    elements = [e for e in track if e.tag not in ("track", "attribute")]
+    kinds = sorted({e.tag for e in elements})
+    if not elements:
+        return
+    if len(kinds) > 1:
+        ctx.report.refused("track-invalid", f"the track mixes shape types {kinds}", location)
+        return
+    if kinds[0] not in SHAPES:
+        shown = [e.get("frame") for e in elements if e.get("outside") != "1"]
+        frames = f" (frames {shown[0]}..{shown[-1]})" if shown else ""
+        ctx.report.skipped(
+            "shape-unsupported",
+            f"{kinds[0]} track with {len(shown)} visible shape(s){frames}: only boxes, polygons, "
+            "masks and ellipses make instances",
+            location,
+        )
+        return
+    if not _usable(ctx, kinds[0], label, location):
+        return
+    try:
+        written = [_written(ctx, e, label, location) for e in elements]
+    except _Invalid as e:
+        ctx.report.refused("shape-invalid", str(e), location)
+        return
+    group = _int(track.get("group_id")) or 0
+    for frame, values, attributes in _expand(ctx, kinds[0], written, task, location):
+        attributes = {**attributes, "track_id": _int(track.get("id"))}
+        where = f"{location} frame {frame}"
+        shape = _shape(ctx, _Geometry(kinds[0], values), label.strip(), attributes, group, where)
+        if shape:
+            ctx.frames[(task_key, frame)].append(shape)
+
+
+def _written(ctx: _Context, element: ET.Element, label: str, location: str) -> _Written:
+    frame = _int(element.get("frame"))
+    if frame is None:
+        raise _Invalid(f"a <{element.tag}> without a frame number")
+    geometry = _geometry(ctx, element, f"{location} frame {frame}", strict=True)
+    return _Written(
+        frame,
+        element.get("outside") == "1",
+        element.get("keyframe", "1") == "1",
+        geometry.values,
+        _attributes(ctx, element, label),
+    )
+
+
+def _expand(ctx: _Context, kind: str, written: list[_Written], task: _Task, location: str):
+    """(frame, values, attributes) for every frame the track is visible on, as CVAT shows it."""
+    by_frame = {w.frame: w for w in written}
+    if len(by_frame) < len(written):
+        message = "several shapes on one frame: the last kept"
+        ctx.report.skipped("shape-duplicate", message, location)
+    shapes = [by_frame[f] for f in sorted(by_frame)]
+    frames = task.frames()
+    filled = approximated = 0
+    for index, shape in enumerate(shapes):
+        if shape.outside:
+            continue
+        if shape.frame not in frames:
+            ctx.report.skipped(
+                "frame-not-in-task",
+                f"frame {shape.frame} is not one of the task's frames ({frames.start}..."
+                f"{frames.stop - 1} step {frames.step})",
+                location,
+            )
+            continue
+        yield shape.frame, shape.values, {**shape.attributes, "keyframe": shape.keyframe}
+        following = shapes[index + 1] if index + 1 < len(shapes) else None
+        end = following.frame if following else frames.stop
+        for frame in range(shape.frame + frames.step, min(end, frames.stop), frames.step):
+            filled += 1
+            values, exact = shape.values, True
+            if following:
+                t = (frame - shape.frame) / (following.frame - shape.frame)
+                values, exact = _between(kind, shape.values, following.values, t)
+            approximated += not exact
+            yield frame, values, {**shape.attributes, "keyframe": False}
+    if filled:
+        ctx.report.note(
+            "track-interpolated",
+            f"{filled} frame(s) the file holds no shape for were filled in as CVAT does: "
+            "linear between shapes, the last shape kept to the task's end unless outside",
+            location,
+        )
+    if approximated:
+        ctx.report.note(
+            "polygon-interpolation-approximated",
+            f"{approximated} frame(s) lie between polygons with different point counts: they "
+            "take the previous polygon (CVAT matches vertices along the outline)",
+            location,
+        )
+
+
+def _between(kind: str, start: list, end: list, t: float) -> tuple[list, bool]:
+    """The shape at fraction t from `start` to `end`; False when only approximated."""
+    if kind in ("box", "ellipse"):
+        turn = (end[4] - start[4] + 180) % 360 - 180
+        coordinates = [a + (b - a) * t for a, b in zip(start[:4], end[:4])]
+        return coordinates + [(start[4] + turn * t) % 360], True
+    if kind == "polygon" and len(start) == len(end):
+        return [a + (b - a) * t for a, b in zip(start, end)], True
+    return start, kind == "mask"  # CVAT does not interpolate masks either
+
+
+def _add_video_frames(ctx: _Context) -> None:
+    """One image per task frame that has a file or shapes; each task is one split group."""
+    for task_key, task in ctx.meta.tasks.items():
+        subset = task.subset or ctx.meta.subset or None
+        folder = ctx.root / "images"
+        if ctx.meta.kind == "project":
+            folder /= task.subset or "default"
+        files = _frame_files(folder)
+        what = f"task {task.id}" if ctx.meta.kind == "project" else f"{ctx.meta.kind} {task.id}"
+        group = ctx.group(what if task.id else ctx.where)
+        missing = []
+        for frame in task.frames():
+            shapes = ctx.frames.pop((task_key, frame), [])
+            if frame not in files and not shapes:
+                missing.append(frame)
+                continue
+            source = files.get(frame, folder / f"frame_{frame:06d}.PNG")
+            width, height = task.size or _file_size(source, shapes)
+            image_id = ctx.builder.add_image(
+                source,
+                source.relative_to(ctx.root / "images").as_posix(),
+                width=width,
+                height=height,
+                subset=subset,
+                group=group,
+                location=f"{ctx.where}: {what} frame {frame}",
+            )
+            _add_instances(ctx, image_id, shapes, (width, height))
+        if missing:
+            ctx.report.skipped(
+                "frame-missing",
+                f"{len(missing)} frame(s) have no image file and no shapes: left out (deleted "
+                f"frames, or an export without images): {missing[:30]}",
+                f"{ctx.where}: {what}",
+            )
+
+
+def _file_size(path: Path, shapes: list[_Shape]) -> tuple[int | None, int | None]:
+    """The frame's size from its file, when masks need it and the meta does not say."""
+    if not path.is_file() or not any(s.kind == "mask" for s in shapes):
+        return None, None
+    try:
+        with Image.open(path) as picture:
+            return picture.size
+    except OSError:
+        return None, None  # the builder refuses the file by name
+
+
+def _frame_files(folder: Path) -> dict[int, Path]:
+    """Frame number -> file, for CVAT's frame_NNNNNN.<ext> video frames."""
+    files: dict[int, Path] = {}
+    if not folder.is_dir():
+        return files
+    others = []
+    for path in sorted(folder.iterdir()):
+        match = FRAME_FILE.fullmatch(path.stem)
+        if match and path.is_file():
+            files.setdefault(int(match.group(1)), path)
+        elif path.suffix.lower() in IMAGE_SUFFIXES:
+            others.append(path.name)
+    if others and not files:
+        raise ValueError(
+            f"{folder}: images named {others[:3]} but no frame_NNNNNN files: a CVAT for video "
+            "export of an image task does not say which file is which frame; export the task "
+            "as 'CVAT for images 1.1'"
+        )
+    return files
+
+
+# --- shapes ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Geometry:
+    """What a shape element says, as numbers: box [xtl, ytl, xbr, ybr, rotation], ellipse
+    [cx, cy, rx, ry, rotation], polygon [x1, y1, ...], mask [left, top, width, height, *runs]."""
+
+    tag: str
+    values: list
+
+
+def _usable(ctx: _Context, tag: str, label: str | None, location: str) -> bool:
+    if tag not in SHAPES:
+        ctx.report.skipped(
+            "shape-unsupported",
+            f"{tag}: only boxes, polygons, masks and ellipses make instances",
+            location,
+        )
+        return False
+    label = (label or "").strip()
+    if not label:
+        ctx.report.skipped("label-missing", f"a {tag} without a label", location)
+        return False
+    if label not in ctx.classes:
+        ctx.classes.add(label)
+        message = f"label {label!r} is not in the meta's labels"
+        ctx.report.note("label-undeclared", message, location)
+    return True
+
+
+def _geometry(ctx: _Context, element: ET.Element, location: str, strict: bool = False):
+    """The numbers of a box, ellipse, polygon or mask element (None, refused, when unreadable)."""
+    try:
+        get = element.get
+        if element.tag == "box":
+            values = [_float(get(k)) for k in ("xtl", "ytl", "xbr", "ybr")]
+            return _Geometry("box", values + [_float(get("rotation") or "0")])
+        if element.tag == "ellipse":
+            values = [_float(get(k)) for k in ("cx", "cy", "rx", "ry")]
+            return _Geometry("ellipse", values + [_float(get("rotation") or "0")])
+        if element.tag == "polygon":
+            points = (get("points") or "").replace(";", ",").split(",")
+            return _Geometry("polygon", [_float(v) for v in points if v.strip()])
+        runs = [_int_or_invalid(v) for v in (get("rle") or "").split(",") if v.strip()]
+        box = [_int_or_invalid(get(k)) for k in ("left", "top", "width", "height")]
+        return _Geometry("mask", box + runs)
+    except _Invalid as e:
+        if strict:
+            raise
+        ctx.report.refused("shape-invalid", str(e), location)
+        return None
+
+
+def _shape(ctx, geometry: _Geometry, label, attributes, group, location) -> _Shape | None:
+    """The shape as the builder takes it: rotated boxes and ellipses become polygons."""
+    values = geometry.values
+    if geometry.tag == "mask":
+        return _mask_shape(ctx, values, label, attributes, group, location)
+    if geometry.tag == "box" and values[4] % 360 == 0:
+        xtl, ytl, xbr, ybr = values[:4]
+        if xbr < xtl or ybr < ytl:
+            ctx.report.skipped("shape-invalid", f"box corners {values[:4]} are swapped", location)
+            return None
+        return _Shape("box", [xtl, ytl, xbr - xtl, ybr - ytl], label, attributes, group, location)
+    if geometry.tag == "box":
+        points = _rotated_box(*values)
+    elif geometry.tag == "ellipse":
+        if values[2] <= 0 or values[3] <= 0:
+            ctx.report.skipped("shape-invalid", f"ellipse radii {values[2:4]}", location)
+            return None
+        points = _ellipse(*values)
+    else:
+        points = values
+    if len(points) < 6 or len(points) % 2:
+        ctx.report.skipped(
+            "polygon-degenerate", f"{len(points) // 2} point(s): a polygon needs 3", location
+        )
+        return None
+    polygon = [round(v, 3) for v in points]
+    return _Shape("polygon", polygon, label, attributes, group, location)
+
+
+def _mask_shape(ctx, values, label, attributes, group, location) -> _Shape | None:
+    """CVAT's mask RLE: runs over its box, row by row, starting with a run of 0s."""
+    left, top, width, height, *runs = values
+    if width <= 0 or height <= 0 or min(runs, default=0) < 0 or sum(runs) != width * height:
+        ctx.report.refused(
+            "mask-invalid",
+            f"the runs cover {sum(runs)} pixels but the mask box is {width}x{height}",
+            location,
+        )
+        return None
+    tight = np.repeat(np.arange(len(runs), dtype=np.uint8) % 2, runs).reshape(height, width)
+    if not tight.any():
+        ctx.report.skipped("mask-empty", "the mask has no pixel set", location)
+        return None
+    return _Shape("mask", (tight, left, top), label, attributes, group, location)
+
+
+def _rotated_box(xtl, ytl, xbr, ybr, degrees) -> list[float]:
+    """The corners of a box turned by `degrees` (clockwise on screen) about its centre."""
+    cx, cy = (xtl + xbr) / 2, (ytl + ybr) / 2
+    return _turned([(xtl, ytl), (xbr, ytl), (xbr, ybr), (xtl, ybr)], cx, cy, degrees)
+
+
+def _ellipse(cx, cy, rx, ry, degrees) -> list[float]:
+    steps = [2 * math.pi * k / ELLIPSE_VERTICES for k in range(ELLIPSE_VERTICES)]
+    points = [(cx + rx * math.cos(a), cy + ry * math.sin(a)) for a in steps]
+    return _turned(points, cx, cy, degrees)
+
+
+def _turned(points, cx, cy, degrees) -> list[float]:
+    cos, sin = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
+    turned = []
+    for x, y in points:
+        dx, dy = x - cx, y - cy
+        turned += [cx + dx * cos - dy * sin, cy + dx * sin + dy * cos]
+    return turned
+
+
+def _attributes(ctx: _Context, element: ET.Element, label: str) -> dict:
+    """`occluded` and the element's <attribute>s, typed as the meta declares them."""
+    attributes: dict = {"occluded": element.get("occluded") == "1"}
+    for attribute in element.iterfind("attribute"):
+        name = attribute.get("name", "")
+        value = (attribute.text or "").strip()
+        input_type = ctx.meta.attribute_types.get((label, name))
+        if input_type == "checkbox":
+            attributes[name] = value.lower() == "true"
+        elif input_type == "number":
+            try:
+                attributes[name] = float(value)
+            except ValueError:
+                attributes[name] = value
+        else:
+            attributes[name] = value
+    return attributes
+
+
+# --- instances -------------------------------------------------------------------------------
+
+
+def _add_instances(ctx: _Context, image_id: int, shapes: list[_Shape], size) -> None:
+    """One instance per shape, or per group of shapes sharing a group_id."""
+    groups: dict[int, list[_Shape]] = defaultdict(list)
+    for shape in shapes:
+        groups[shape.group or -id(shape)].append(shape)
+    for members in groups.values():
+        if len(members) == 1:
+            _add_instance(ctx, image_id, members[0].label, members, members[0].attributes, size)
+            continue
+        label = _group_label(ctx, members)
+        leader = next(s for s in members if s.label == label)
+        attributes = {**leader.attributes, "group_id": leader.group}
+        _add_instance(ctx, image_id, label, members, attributes, size)
+
+
+def _group_label(ctx: _Context, members: list[_Shape]) -> str:
+    counts = Counter(s.label for s in members)
+    label = next(s.label for s in members if counts[s.label] == max(counts.values()))
+    kinds = Counter(s.kind for s in members)
+    message = f"{len(members)} shapes ({dict(kinds)}) of group {members[0].group}: one instance"
+    if "box" in kinds and len(kinds) > 1:
+        message += "; its box is the extent of its polygons/masks, the drawn box is left out"
+    ctx.report.note("group-merged", message, members[0].location)
+    if len(counts) > 1:
+        ctx.report.fixed(
+            "group-labels-differ",
+            f"group {members[0].group} mixes labels {dict(counts)}: the instance takes "
+            f"{label!r} (the most common, the first on ties)",
+            members[0].location,
+        )
+    return label
+
+
+def _add_instance(ctx, image_id, label, members, attributes, size) -> None:
+    kinds = {s.kind for s in members}
+    location = members[0].location
+    options = {"attributes": attributes, "location": location}
+    if "mask" in kinds:
+        mask = _full_mask(ctx, members, size)
+        if mask is not None:
+            ctx.builder.add_mask(image_id, label, mask, **options)
+    elif "polygon" in kinds:
+        polygons = [s.data for s in members if s.kind == "polygon"]
+        ctx.builder.add_polygon(image_id, label, polygons, **options)
+    else:
+        boxes = np.array([s.data for s in members], dtype=float)
+        x, y = boxes[:, 0].min(), boxes[:, 1].min()
+        right, bottom = (boxes[:, 0] + boxes[:, 2]).max(), (boxes[:, 1] + boxes[:, 3]).max()
+        ctx.builder.add_box(image_id, label, x, y, right - x, bottom - y, **options)
+
+
+def _full_mask(ctx: _Context, members: list[_Shape], size) -> np.ndarray | None:
+    """The image-sized union of the masks and polygons of one instance."""
+    width, height = size
+    location = members[0].location
+    if width is None or height is None:
+        ctx.report.skipped("mask-no-image-size", "the image size is unknown", location)
+        return None
+    full = np.zeros((height, width), dtype=np.uint8)
+    drawn = 0
+    for shape in members:
+        if shape.kind == "mask":
+            tight, left, top = shape.data
+            drawn += int(tight.sum())
+            x0, y0 = max(left, 0), max(top, 0)
+            x1, y1 = min(left + tight.shape[1], width), min(top + tight.shape[0], height)
+            if x1 > x0 and y1 > y0:
+                region = tight[y0 - top : y1 - top, x0 - left : x1 - left]
+                full[y0:y1, x0:x1] |= region
+        elif shape.kind == "polygon":
+            rles = mask_utils.frPyObjects([shape.data], height, width)
+            full |= mask_utils.decode(mask_utils.merge(rles))
+    kept = int(full.sum())
+    if not kept:
+        ctx.report.skipped("mask-empty", "the mask lies outside the image", location)
+        return None
+    if all(s.kind == "mask" for s in members) and kept < drawn:
+        ctx.report.fixed(
+            "mask-clipped", f"{drawn - kept} mask pixel(s) outside the image cut off", location
+        )
+    return full
+
+
+# --- numbers ---------------------------------------------------------------------------------
+
+
+def _float(text: str | None) -> float:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise _Invalid(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise _Invalid(f"{text!r} is not a finite number")
+    return value
+
+
+def _int_or_invalid(text: str | None) -> int:
+    value = _int(text)
+    if value is None:
+        raise _Invalid(f"{text!r} is not an integer")
+    return value
+
+
+def _int(text: str | None) -> int | None:
+    try:
+        return int(str(text).strip())
+    except (TypeError, ValueError):
+        return None
