@@ -302,3 +302,6 @@ def _parse_pbtxt_items(text: str, source: str) -> list[dict]:
         expect("punct", "}")
         items.append(item)
     return items
+
+
+parse_pbtxt_items = _parse_pbtxt_items  # public: readers of legacy maps (ids from 0, gaps) use it
