@@ -46,3 +46,25 @@ clean:
 
 demo: $(INSTALLED)
 	$(BIN)/cvat-kfp demo --work-dir demo
+
+# Component images (images/, README "Component images"). The names are the ones
+# components/common/component_image.py compiles into the pipelines by default:
+# $(IMAGE_REPO):$(TAG) and $(IMAGE_REPO):$(TAG)-gpu, TAG being the package version.
+IMAGE_REPO ?= ghcr.io/cvat-kfp/cvat-kfp
+TAG ?= $(shell sed -n 's/^version *= *//p' setup.cfg)
+DOCKER ?= docker
+GPU_LOCK := images/requirements-gpu.lock
+
+.PHONY: images push lock-gpu
+
+images:
+	$(DOCKER) build -f images/Dockerfile -t $(IMAGE_REPO):$(TAG) .
+	$(DOCKER) build -f images/Dockerfile.gpu -t $(IMAGE_REPO):$(TAG)-gpu .
+
+push: images
+	$(DOCKER) push $(IMAGE_REPO):$(TAG)
+	$(DOCKER) push $(IMAGE_REPO):$(TAG)-gpu
+
+# The GPU lock: the CPU lock plus the CUDA wheels of tensorflow[and-cuda] (run after `make lock`).
+lock-gpu: $(INSTALLED)
+	$(BIN)/python images/lock_gpu.py $(LOCK) $(GPU_LOCK)
