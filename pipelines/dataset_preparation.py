@@ -1,20 +1,28 @@
-"""dataset-preparation: a Dataset artifact → stratified splits → TFRecords for each split.
+"""dataset-preparation: a CVAT export (or CVAT server tasks) → Dataset → splits → TFRecords.
 
 The data half of every training pipeline, runnable on its own (e.g. to inspect the splits).
 """
 
 from typing import NamedTuple
 
-from kfp import dsl
+from kfp import dsl, kubernetes
 from kfp.dsl import Dataset
 
 from cvat_kfp.components.convert_to_tfrecord.component import convert_to_tfrecord
+from cvat_kfp.components.export_annotations.component import export_annotations
 from cvat_kfp.components.split_dataset.component import split_dataset
 
 SPLITS = ("train", "val", "test")
+# Keys of the Kubernetes Secret that holds CVAT credentials, and the variables they become.
+CVAT_SECRET_KEYS = {
+    "access_token": "CVAT_ACCESS_TOKEN",
+    "username": "CVAT_USERNAME",
+    "password": "CVAT_PASSWORD",
+}
 
 
 class PreparedData(NamedTuple):
+    dataset: Dataset
     train: Dataset
     val: Dataset
     test: Dataset
@@ -22,7 +30,15 @@ class PreparedData(NamedTuple):
 
 @dsl.pipeline(name="dataset-preparation")
 def dataset_preparation(
-    dataset_uri: str,
+    source: str = "",
+    annotation_format: str = "auto",
+    cvat_url: str = "",
+    task_ids: str = "",
+    project_ids: str = "",
+    job_ids: str = "",
+    completed_jobs_only: bool = False,
+    cvat_secret_name: str = "cvat-credentials",
+    skip_bad_images: bool = False,
     train_fraction: float = 0.8,
     val_fraction: float = 0.1,
     test_fraction: float = 0.1,
@@ -33,11 +49,20 @@ def dataset_preparation(
     include_masks: bool = True,
     exif_policy: str = "apply",
 ) -> PreparedData:
-    """Splits a Dataset artifact into train/val/test and converts each split to TFRecords.
+    """Reads CVAT annotations, splits them into train/val/test, converts each split to TFRecords.
 
     Args:
-        dataset_uri: URI of a Dataset artifact directory (annotations.json + images/), e.g. the
-            output of an earlier export-annotations run (gs://..., or a local path with kfp.local).
+        source: A CVAT export (folder, .zip, .tar.gz): gs://..., https://..., or a local path
+            with kfp.local. Leave empty to pull from cvat_url.
+        annotation_format: "auto" or a CVAT format name (COCO 1.0, CVAT for images 1.1, ...).
+        cvat_url: CVAT server to export from (instead of source).
+        task_ids: Comma-separated CVAT task ids.
+        project_ids: Comma-separated CVAT project ids.
+        job_ids: Comma-separated CVAT job ids.
+        completed_jobs_only: Export only jobs in the "completed" state.
+        cvat_secret_name: Kubernetes Secret with CVAT credentials (keys access_token, or
+            username and password); never put credentials in parameters.
+        skip_bad_images: Skip (and count) missing, corrupt or mis-sized images instead of failing.
         train_fraction: Share of images for training.
         val_fraction: Share of images for validation.
         test_fraction: Share of images for testing.
@@ -49,12 +74,24 @@ def dataset_preparation(
         exif_policy: "apply", "ignore" or "refuse" for images with an EXIF orientation.
 
     Returns:
-        The TFRecords of each split (train, val, test).
+        The whole Dataset, and the TFRecords of each split (train, val, test).
     """
-    dataset = dsl.importer(artifact_uri=dataset_uri, artifact_class=Dataset, reimport=False)
-    dataset.set_display_name("import-dataset")
+    export = export_annotations(
+        source=source,
+        annotation_format=annotation_format,
+        cvat_url=cvat_url,
+        task_ids=task_ids,
+        project_ids=project_ids,
+        job_ids=job_ids,
+        completed_jobs_only=completed_jobs_only,
+        skip_bad_images=skip_bad_images,
+    )
+    export.set_caching_options(False)  # the source may change behind the same URI
+    kubernetes.use_secret_as_env(
+        export, secret_name=cvat_secret_name, secret_key_to_env=CVAT_SECRET_KEYS, optional=True
+    )
     split = split_dataset(
-        dataset=dataset.output,
+        dataset=export.outputs["dataset"],
         train_fraction=train_fraction,
         val_fraction=val_fraction,
         test_fraction=test_fraction,
@@ -72,4 +109,6 @@ def dataset_preparation(
             exif_policy=exif_policy,
         )
         tfrecords[name].set_display_name(f"convert-{name}-to-tfrecord")
-    return PreparedData(*(tfrecords[name].outputs["tfrecords"] for name in SPLITS))
+    return PreparedData(
+        export.outputs["dataset"], *(tfrecords[name].outputs["tfrecords"] for name in SPLITS)
+    )

@@ -19,7 +19,7 @@ def run_demo(work_dir: str | Path, num_images: int = 40, seed: int = 0) -> dict[
         make_shapes_dataset(source, num_images=num_images, seed=seed, num_groups=num_images // 4)
     print(f"dataset: {source} ({num_images} synthetic images)")
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(work_dir / "runs"))
-    run = dataset_preparation(dataset_uri=str(source), seed=seed)
+    run = dataset_preparation(source=str(source), seed=seed)
     outputs = {name: Path(run.outputs[name].path) for name in SPLITS}
     for name, directory in outputs.items():
         manifest = json.loads((directory / "manifest.json").read_text())

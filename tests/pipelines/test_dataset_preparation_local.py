@@ -28,7 +28,7 @@ def test_dataset_preparation_runs_locally(local_runner, tmp_path):
     source = make_shapes_dataset(tmp_path / "shapes", num_images=20, num_groups=5, seed=3)
 
     run = dataset_preparation(
-        dataset_uri=str(source), train_fraction=0.6, val_fraction=0.2, test_fraction=0.2, seed=1
+        source=str(source), train_fraction=0.6, val_fraction=0.2, test_fraction=0.2, seed=1
     )
 
     outputs = {name: Path(run.outputs[name].path) for name in ("train", "val", "test")}
@@ -47,22 +47,23 @@ def test_split_outputs_are_valid_datasets_and_cached_inputs_untouched(local_runn
     source = make_shapes_dataset(tmp_path / "shapes", num_images=10, seed=4)
     before = (source / "annotations.json").read_bytes()
 
-    run = dataset_preparation(dataset_uri=str(source), seed=2)
+    run = dataset_preparation(source=str(source), seed=2)
 
     assert (source / "annotations.json").read_bytes() == before
     assert run.outputs["train"].metadata["num_examples"] >= 1
-    split_dirs = [p for p in local_runner.rglob("annotations.json") if p.parent != source]
-    names = sorted(p.parent.name for p in split_dirs)
-    assert names == ["test", "train", "val"]
-    total = sum(len(Dataset.load(p.parent).images) for p in split_dirs)
-    assert total == 10
+    exported = Dataset.load(run.outputs["dataset"].path)
+    assert exported.metadata() == Dataset.load(source).metadata()
+    split_dirs = [p.parent for p in local_runner.rglob("annotations.json")]
+    split_dirs = [d for d in split_dirs if d.name in ("train", "val", "test")]
+    assert sorted(d.name for d in split_dirs) == ["test", "train", "val"]
+    assert sum(len(Dataset.load(d).images) for d in split_dirs) == 10
 
 
 def test_a_refused_input_fails_the_run_with_the_reason_in_the_log(local_runner, tmp_path, capfd):
     source = make_shapes_dataset(tmp_path / "shapes", num_images=2, seed=5)
 
     with pytest.raises(RuntimeError):
-        dataset_preparation(dataset_uri=str(source))
+        dataset_preparation(source=str(source))
 
     log = capfd.readouterr()
     assert "3 non-empty splits requested" in log.out + log.err

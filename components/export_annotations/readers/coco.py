@@ -205,7 +205,9 @@ def _read_images(ctx: _Context, images: list, annotations: list) -> tuple[dict[i
             name,
             width=width,
             height=height,
-            subset=ctx.subset,
+            # `subset` and `group` beside COCO's fields: our own Dataset artifact read back
+            subset=_text(image.get("subset")) or ctx.subset,
+            group=_text(image.get("group")),
             location=f"{ctx.where}: image id {image['id']} {file_name!r}",
         )
         if image["id"] not in shared:
@@ -425,3 +427,7 @@ def _listed(ids: list) -> str:
     shown = ", ".join(str(i) for i in ids[:MAX_LISTED_IDS])
     more = len(ids) - MAX_LISTED_IDS
     return f"[{shown}{f', ... and {more} more' if more > 0 else ''}]"
+
+
+def _text(value) -> str | None:
+    return str(value) if value not in (None, "") else None
