@@ -37,6 +37,7 @@ def dataset_preparation(
     project_ids: str = "",
     job_ids: str = "",
     completed_jobs_only: bool = False,
+    group_by_task: bool = False,
     cvat_secret_name: str = "cvat-credentials",
     skip_bad_images: bool = False,
     train_fraction: float = 0.8,
@@ -60,6 +61,7 @@ def dataset_preparation(
         project_ids: Comma-separated CVAT project ids.
         job_ids: Comma-separated CVAT job ids.
         completed_jobs_only: Export only jobs in the "completed" state.
+        group_by_task: Keep each CVAT task whole within one split.
         cvat_secret_name: Kubernetes Secret with CVAT credentials (keys access_token, or
             username and password); never put credentials in parameters.
         skip_bad_images: Skip (and count) missing, corrupt or mis-sized images instead of failing.
@@ -84,6 +86,7 @@ def dataset_preparation(
         project_ids=project_ids,
         job_ids=job_ids,
         completed_jobs_only=completed_jobs_only,
+        group_by_task=group_by_task,
         skip_bad_images=skip_bad_images,
     )
     export.set_caching_options(False)  # the source may change behind the same URI
