@@ -106,12 +106,14 @@ def export_annotations(
 
 
 def _read_source(builder, scratch: Path, source: str, format_name: str):
+    from ..common.storage import redacted
     from .sources import fetch_source
 
     root = fetch_source(source, scratch / "source")
     read_as = read_export(root, builder, format_name)
-    builder.report.note("read", f"read as {read_as}", source)
-    return read_as, [source]
+    label = redacted(source)  # a signed URL's query is a secret: not in metadata or the report
+    builder.report.note("read", f"read as {read_as}", label)
+    return read_as, [label]
 
 
 def _read_server_exports(builder, scratch, cvat_url, ids, *, completed_jobs_only, group_by_task):
