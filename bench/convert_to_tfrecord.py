@@ -186,10 +186,11 @@ def run_model_garden(
 def child_main(args: list[str]) -> None:
     """Inside the measured subprocess: import the converter and run it, timed together.
 
-    Both sides import TensorFlow once, Model Garden's script with its module, our converter when
-    it first writes (after parsing the annotations, to keep the two peaks apart); timing from the
-    import counts that cost (~3 s) once on each side. Our converter's workers are spawned and
-    re-import this file as `__mp_main__`: keep its top-level imports light.
+    Both sides import TensorFlow once, Model Garden's script with its module, our converter in a
+    background thread once it has parsed the annotations (to keep the two peaks apart), while its
+    workers start on the images; timing from the import counts that cost (~3 s) once on each
+    side. Our converter's workers are spawned and re-import this file as `__mp_main__`: keep its
+    top-level imports light.
     """
     which, *rest, result_path = args
     cpu_start = cpu_seconds()

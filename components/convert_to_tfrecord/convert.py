@@ -23,9 +23,9 @@ from pathlib import Path
 from ..common.dataset import Dataset, DatasetError
 from ..common.label_map import CSV_FILE, JSON_FILE, PBTXT_FILE
 from ..common.report import Report
-from .example import STAGE, ImageResult, ImageTask, build_image_features, has_segmentation
+from .example import STAGE, ImageResult, ImageTask, build_image_record, has_segmentation
 from .images import EXIF_POLICIES
-from .writer import Shard, ShardedTFRecordWriter, serialize_example
+from .writer import Shard, ShardedTFRecordWriter
 
 DEFAULT_SHARD_SIZE_BYTES = 128 * 1024 * 1024
 MANIFEST_FILE = "manifest.json"
@@ -107,7 +107,7 @@ def convert_dataset(
             refused = refused or result.refused
             if refused:
                 continue  # keep going: the report lists every refusal at once
-            writer.write(serialize_example(result.features))
+            writer.write(result.record)
             num_examples += 1
             num_instances += result.num_instances
         if refused:
@@ -197,9 +197,9 @@ def pack_annotations_by_image(dataset: Dataset) -> list[bytes]:
 
 
 def results_in_order(tasks: Iterable[ImageTask], num_workers: int) -> Iterator[ImageResult]:
-    """build_image_features over `tasks`, in their order, with at most a few tasks in flight."""
+    """build_image_record over `tasks`, in their order, with at most a few tasks in flight."""
     if num_workers <= 1:
-        yield from map(build_image_features, tasks)
+        yield from map(build_image_record, tasks)
         return
     window = TASKS_IN_FLIGHT_PER_WORKER * num_workers
     spawn = multiprocessing.get_context("spawn")
@@ -207,7 +207,7 @@ def results_in_order(tasks: Iterable[ImageTask], num_workers: int) -> Iterator[I
         in_flight = deque()
         try:
             for task in tasks:
-                in_flight.append(pool.submit(build_image_features, task))
+                in_flight.append(pool.submit(build_image_record, task))
                 if len(in_flight) >= window:
                     yield in_flight.popleft().result()
             while in_flight:

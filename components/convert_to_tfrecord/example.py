@@ -1,27 +1,27 @@
 """The features of one image's tf.Example, as plain lists: the per-image work of the stage.
 
-Runs in worker processes, which must not load TensorFlow; writer.py makes the tf.train.Example.
-Keys are the TF Object Detection API's, which Model Garden's TfExampleDecoder reads.
+Runs in worker processes, which must not load TensorFlow; they send back the serialized
+tf.train.Example (tf_example.py), which the parent only writes. Keys are the TF Object Detection
+API's, which Model Garden's TfExampleDecoder reads.
 """
 
 from __future__ import annotations
 
 import hashlib
-import struct
-import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from pycocotools import mask as mask_utils
 
 from ..common.report import REFUSED, Entry, Report
 from .images import prepare_image
+from .masks import encode_mask_png, mask_rows, rle_counts
+from .tf_example import BYTES, FLOAT, INT64, encode_example
 
 STAGE = "convert-to-tfrecord"
 # Below this many pixels a clip is float noise and a box has no extent.
 PIXEL_TOLERANCE = 1e-6
 
-BYTES, FLOAT, INT64 = "bytes", "float", "int64"
 FEATURE_KINDS = {
     "image/height": INT64,
     "image/width": INT64,
@@ -40,9 +40,6 @@ FEATURE_KINDS = {
     "image/object/area": FLOAT,
     "image/object/mask": BYTES,
 }
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-PNG_PALETTE_COLOUR = 3
-MASK_ZLIB_LEVEL = 1  # masks are ~1 KB either way; level 6 would make them 1/3 smaller, slower
 OBJECT_KEYS = [key for key in FEATURE_KINDS if key.startswith("image/object/")]
 
 
@@ -60,19 +57,31 @@ class ImageTask:
 
 @dataclass
 class ImageResult:
-    """`features` maps FEATURE_KINDS keys to value lists; None when the image was refused."""
+    """`features` maps FEATURE_KINDS keys to value lists, `record` is them serialized as a
+    tf.train.Example (build_image_record); neither is set when the image was refused."""
 
     features: dict[str, list] | None
     entries: list[Entry]
     num_instances: int = 0
+    record: bytes | None = None
 
     @property
     def refused(self) -> bool:
-        return self.features is None or any(e.action == REFUSED for e in self.entries)
+        nothing = self.features is None and self.record is None
+        return nothing or any(e.action == REFUSED for e in self.entries)
 
 
 def has_segmentation(annotation: dict) -> bool:
     return annotation.get("segmentation") not in (None, [], {})
+
+
+def build_image_record(task: ImageTask) -> ImageResult:
+    """build_image_features with the features serialized: what a worker sends back, one bytes
+    object rather than lists of them to pickle, and nothing left for the parent to build."""
+    result = build_image_features(task)
+    if result.refused:
+        return result
+    return replace(result, features=None, record=encode_example(result.features, FEATURE_KINDS))
 
 
 def build_image_features(task: ImageTask) -> ImageResult:
@@ -128,8 +137,12 @@ def _instance_features(annotation: dict, image: dict, task: ImageTask, report: R
             where,
         )
 
-    segmentation = annotation.get("segmentation")
-    rle = segmentation_rle(segmentation, height, width) if has_segmentation(annotation) else None
+    segmentation = annotation.get("segmentation") if has_segmentation(annotation) else None
+    try:
+        rle = segmentation_rle(segmentation, height, width) if segmentation is not None else None
+    except ValueError as e:
+        report.refused("rle-invalid", f"its RLE segmentation cannot be decoded: {e}", where)
+        return None
     polygon_clipped = polygon_reaches_outside(segmentation, width, height)
     if polygon_clipped:
         report.fixed(
@@ -144,13 +157,13 @@ def _instance_features(annotation: dict, image: dict, task: ImageTask, report: R
             box = np.array([[x0, y0, x1 - x0, y1 - y0]], dtype=np.float64)
             mask_rle = mask_utils.frPyObjects(box, height, width)[0]
             report.fixed("mask-from-box", "no segmentation: the box is written as its mask", where)
-        mask = mask_utils.decode(mask_rle)
-        if not mask.any():
+        rows = mask_rows(mask_rle)
+        if rows is None:
             report.skipped(
                 "mask-empty", "its mask covers no pixel of the image (Mask R-CNN needs one)", where
             )
             return None
-        instance["image/object/mask"] = encode_mask_png(mask)
+        instance["image/object/mask"] = encode_mask_png(rows, height, width)
 
     box_area = (x1 - x0) * (y1 - y0)
     if "area" not in annotation:
@@ -176,13 +189,19 @@ def _instance_features(annotation: dict, image: dict, task: ImageTask, report: R
 
 
 def segmentation_rle(segmentation, height: int, width: int) -> dict:
-    """COCO polygons (merged into one instance) or RLE, compressed or not, as a compressed RLE."""
+    """COCO polygons (merged into one instance) or RLE, compressed or not, as a compressed RLE.
+
+    Raises ValueError for an RLE whose runs are not those of a height x width mask (pycocotools
+    would decode such a one into memory it never wrote).
+    """
     if isinstance(segmentation, list):
         return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
     if isinstance(segmentation["counts"], list):
-        return mask_utils.frPyObjects(segmentation, height, width)
-    counts = segmentation["counts"]
-    return {"size": segmentation["size"], "counts": counts.encode("ascii")}
+        rle = mask_utils.frPyObjects(segmentation, height, width)
+    else:
+        rle = {"size": segmentation["size"], "counts": segmentation["counts"].encode("ascii")}
+    rle_counts(rle["counts"], height * width)
+    return rle
 
 
 def polygon_reaches_outside(segmentation, width: int, height: int) -> bool:
@@ -196,30 +215,3 @@ def polygon_reaches_outside(segmentation, width: int, height: int) -> bool:
         if max(xs) > width + PIXEL_TOLERANCE or max(ys) > height + PIXEL_TOLERANCE:
             return True
     return False
-
-
-def encode_mask_png(mask: np.ndarray) -> bytes:
-    """A full-image 0/1 mask as a 1-bit PNG whose two palette colours are 0 and 1.
-
-    Every decoder reads its pixels as 0 and 1 (tf.io.decode_png with channels=1, as Model Garden
-    does; PIL gives the indices 0/1), as from an 8-bit grayscale PNG, but zlib gets an eighth of
-    the bytes. Written directly rather than through PIL: mask encoding is most of this stage's
-    work, and this takes about half the time.
-    """
-    height, width = mask.shape
-    rows = np.packbits(np.ascontiguousarray(mask, dtype=np.uint8), axis=1)
-    scanlines = np.zeros((height, 1 + rows.shape[1]), dtype=np.uint8)  # filter byte 0: none
-    scanlines[:, 1:] = rows
-    header = struct.pack(">IIBBBBB", width, height, 1, PNG_PALETTE_COLOUR, 0, 0, 0)
-    return b"".join([
-        PNG_SIGNATURE,
-        _png_chunk(b"IHDR", header),
-        _png_chunk(b"PLTE", bytes([0, 0, 0, 1, 1, 1])),  # index 0 -> value 0, 1 -> 1
-        _png_chunk(b"IDAT", zlib.compress(scanlines.tobytes(), MASK_ZLIB_LEVEL)),
-        _png_chunk(b"IEND", b""),
-    ])  # fmt: skip
-
-
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    crc = zlib.crc32(kind + data)
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)

@@ -1,36 +1,23 @@
-"""tf.Example serialization; TFRecord shards sized by bytes that look finished only at the end.
+"""TFRecord shards sized by bytes that look finished only at the end.
 
-TensorFlow is imported on first use, not with this module: convert_dataset parses the
-annotations first, so the JSON parse's peak and TensorFlow's ~800 MB are never resident together.
+TensorFlow is imported in a background thread once the writer is made (convert_dataset makes it
+after parsing the annotations, so the JSON parse's peak and TensorFlow's ~800 MB are never
+resident together); the import takes seconds, during which the workers go on with the images.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
+import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from .example import BYTES, FEATURE_KINDS, FLOAT
-
 # A TFRecord frames each record with a length, a length CRC and a data CRC.
 RECORD_FRAMING_BYTES = 16
-
-
-def serialize_example(features: dict[str, list]) -> bytes:
-    """A tf.train.Example from build_image_features' value lists, serialized."""
-    import tensorflow as tf
-
-    feature = {}
-    for key, values in features.items():
-        kind = FEATURE_KINDS[key]
-        if kind == BYTES:
-            feature[key] = tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
-        elif kind == FLOAT:
-            feature[key] = tf.train.Feature(float_list=tf.train.FloatList(value=values))
-        else:
-            feature[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=values))
-    example = tf.train.Example(features=tf.train.Features(feature=feature))
-    return example.SerializeToString(deterministic=True)
+# Records written while TensorFlow is still importing wait in memory, up to this many bytes.
+STARTUP_BUFFER_BYTES = 128 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -51,6 +38,9 @@ class ShardedTFRecordWriter:
     `train-00000-of-00003.tfrecord` by finish(), once the count is known; leaving the `with`
     block without finish() (an error, a refusal) removes them, so a failed or killed run never
     leaves shards that look finished. There is always at least one shard, possibly empty.
+
+    Until TensorFlow's import (started here) is done, written records wait in memory, up to
+    STARTUP_BUFFER_BYTES; then write() waits for the import.
     """
 
     def __init__(self, directory: str | Path, prefix: str, shard_size_bytes: int):
@@ -62,6 +52,9 @@ class ShardedTFRecordWriter:
         self._temp_paths: list[Path] = []
         self._counts: list[list[int]] = []  # [examples, bytes] per shard
         self._writer = None
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._tensorflow_import = _import_tensorflow_in_background()
 
     def __enter__(self) -> ShardedTFRecordWriter:
         return self
@@ -70,6 +63,20 @@ class ShardedTFRecordWriter:
         self.abort()
 
     def write(self, record: bytes) -> None:
+        self._pending.append(record)
+        self._pending_bytes += len(record)
+        importing = self._tensorflow_import is not None and self._tensorflow_import.is_alive()
+        if not importing or self._pending_bytes >= STARTUP_BUFFER_BYTES:
+            self._write_pending()
+
+    def _write_pending(self) -> None:
+        if self._tensorflow_import is not None:
+            self._tensorflow_import.join()
+        for record in self._pending:
+            self._write_now(record)
+        self._pending, self._pending_bytes = [], 0
+
+    def _write_now(self, record: bytes) -> None:
         if self._writer is None:
             self._open_next_shard()
         self._writer.write(record)
@@ -81,6 +88,7 @@ class ShardedTFRecordWriter:
 
     def finish(self) -> list[Shard]:
         """Close the last shard and give every shard its final `-of-` name."""
+        self._write_pending()
         if not self._temp_paths:
             self._open_next_shard()
         self._close_current_shard()
@@ -94,6 +102,7 @@ class ShardedTFRecordWriter:
 
     def abort(self) -> None:
         """Remove every shard not yet finished."""
+        self._pending, self._pending_bytes = [], 0
         self._close_current_shard()
         for temp in self._temp_paths:
             temp.unlink(missing_ok=True)
@@ -111,3 +120,17 @@ class ShardedTFRecordWriter:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+def _import_tensorflow_in_background() -> threading.Thread | None:
+    """A started thread importing TensorFlow; None when it is imported already.
+
+    Not a daemon: an interpreter exiting mid-import would tear TensorFlow down half loaded.
+    """
+    if "tensorflow" in sys.modules:
+        return None
+    thread = threading.Thread(
+        target=importlib.import_module, args=("tensorflow",), name="import-tensorflow"
+    )
+    thread.start()
+    return thread

@@ -1,6 +1,7 @@
 """convert_dataset end to end: shards, temporaries, refusals, parallel determinism, decoding."""
 
 import json
+import threading
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
@@ -13,6 +14,7 @@ from cvat_kfp.components.common.label_map import LabelMap
 from cvat_kfp.components.common.report import Report, ReportError
 from cvat_kfp.components.common.synthetic import make_shapes_dataset
 from cvat_kfp.components.convert_to_tfrecord import convert
+from cvat_kfp.components.convert_to_tfrecord import writer as writer_module
 from cvat_kfp.components.convert_to_tfrecord.convert import available_cpus, convert_dataset
 from cvat_kfp.components.convert_to_tfrecord.writer import ShardedTFRecordWriter
 
@@ -174,16 +176,16 @@ def test_a_refused_image_fails_the_run_after_the_report_leaving_no_shards(
 
 def test_an_error_mid_run_removes_the_temporary_shards(tmp_path, monkeypatch):
     source = make_shapes_dataset(tmp_path / "shapes", num_images=5)
-    serialize = convert.serialize_example
+    build = convert.build_image_record
     calls = []
 
-    def failing_serialize(features):
+    def failing_build(task):
         calls.append(sorted(p.name for p in (tmp_path / "out").iterdir()))
         if len(calls) == 4:
             raise RuntimeError("disk full")
-        return serialize(features)
+        return build(task)
 
-    monkeypatch.setattr(convert, "serialize_example", failing_serialize)
+    monkeypatch.setattr(convert, "build_image_record", failing_build)
     with pytest.raises(RuntimeError, match="disk full"):
         convert_dataset(source, tmp_path / "out", shard_size_bytes=1, num_workers=1)
     # while writing, shards exist only under hidden temporary names
@@ -204,6 +206,29 @@ def test_writer_starts_a_shard_once_the_current_one_reaches_the_size(tmp_path):
     ]
     assert all(s.path.stat().st_size == s.num_bytes for s in shards)
     assert sorted(p.name for p in tmp_path.iterdir()) == [s.path.name for s in shards]
+
+
+def test_records_wait_in_memory_while_tensorflow_imports(tmp_path, monkeypatch):
+    importing_done = threading.Event()
+
+    def slow_import():
+        thread = threading.Thread(target=importing_done.wait)
+        thread.start()
+        return thread
+
+    monkeypatch.setattr(writer_module, "_import_tensorflow_in_background", slow_import)
+    monkeypatch.setattr(writer_module, "STARTUP_BUFFER_BYTES", 250)
+    written = [bytes([48 + i]) * 100 for i in range(4)]
+    with ShardedTFRecordWriter(tmp_path, "val", shard_size_bytes=10_000) as writer:
+        writer.write(written[0])
+        writer.write(written[1])
+        assert list(tmp_path.iterdir()) == []  # held in memory: TensorFlow is still importing
+        threading.Timer(0.2, importing_done.set).start()
+        writer.write(written[2])  # over the budget: waits for the import, then writes them all
+        assert importing_done.is_set() and leftovers(tmp_path) == [".val-00000.tfrecord.tmp"]
+        writer.write(written[3])
+        writer.finish()
+    assert records(tmp_path, "val") == written
 
 
 @pytest.mark.parametrize("existing", ["train-00000-of-00001.tfrecord", "manifest.json"])

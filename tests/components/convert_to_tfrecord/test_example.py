@@ -170,6 +170,21 @@ def test_crowd_rle_instance_keeps_its_mask_and_flag(features_of):
     np.testing.assert_array_equal(decoded_masks(result.features)[0], _blob())
 
 
+@pytest.mark.parametrize(
+    "counts, problem",
+    [
+        ([5, 10], "cover the 1200 pixels"),  # uncompressed, too short
+        ("4a", "ends inside a count"),  # compressed, cut short
+        ("ab cd", "outside"),
+    ],
+)
+def test_an_rle_that_is_no_mask_of_the_image_is_refused(features_of, counts, problem):
+    rle = {"size": [HEIGHT, WIDTH], "counts": counts}
+    result = features_of([{"bbox": [0, 0, 1, 5], "area": 5.0, "segmentation": rle}])
+    assert result.refused and codes(result, "refused") == ["rle-invalid"]
+    assert problem in result.entries[0].message and "101" in result.entries[0].location
+
+
 def test_annotation_without_segmentation_gets_its_box_as_mask(features_of):
     result = features_of([{"bbox": [10, 5, 8, 4], "area": 32.0}])
     [mask] = decoded_masks(result.features)

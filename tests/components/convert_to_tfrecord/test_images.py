@@ -7,7 +7,11 @@ import pytest
 from PIL import Image, ImageOps
 
 from cvat_kfp.components.common.report import Report
-from cvat_kfp.components.convert_to_tfrecord.images import ORIENTATION_TAG, prepare_image
+from cvat_kfp.components.convert_to_tfrecord.images import (
+    ORIENTATION_TAG,
+    check_jpeg_complete,
+    prepare_image,
+)
 
 from .conftest import encode, gradient_image
 
@@ -151,3 +155,71 @@ def test_unreadable_images_are_refused_by_name(prepare, damage):
     prepared, report = prepare(data, 64, 48)
     assert prepared is None
     assert [(e.code, e.location) for e in report.refusals] == [("image-unreadable", "pic.img")]
+
+
+def camera_exif() -> bytes:
+    exif = Image.Exif()
+    exif[0x010F] = b"camera \xff\xd9 maker"  # Make, holding an end-of-image marker's bytes
+    data = exif.tobytes()
+    assert b"\xff\xd9" in data
+    return data
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"progressive": True},  # ten scans, tables between them
+        {"restart_marker_blocks": 1},  # restart markers inside the scan
+        {"comment": b"an end-of-image marker \xff\xd9 inside a segment"},
+        {"exif": camera_exif()},  # an APP1 segment
+    ],
+)
+def test_complete_jpegs_of_every_structure_pass_through(prepare, options):
+    data = encode(gradient_image(64, 48), "JPEG", **options)
+    prepared, report = prepare(data, 64, 48)
+    assert prepared.encoded == data and report.entries == []
+
+
+def test_bytes_after_the_end_of_image_marker_are_left_alone(prepare):
+    data = encode(gradient_image(64, 48), "JPEG") + b"\x00\x00 trailing \xff\xd8 data"
+    prepared, report = prepare(data, 64, 48)
+    assert prepared.encoded == data and report.entries == []
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_a_jpeg_cut_anywhere_is_refused(prepare, progressive):
+    data = encode(gradient_image(32, 24), "JPEG", progressive=progressive)
+    for cut in range(len(data)):
+        prepared, report = prepare(data[:cut], 32, 24)
+        assert prepared is None, f"cut at {cut} of {len(data)}"
+        assert [e.code for e in report.refusals] == ["image-unreadable"]
+
+
+def jpeg_parts() -> tuple[bytes, bytes, bytes]:
+    """A small baseline JPEG as (headers up to its scan, the scan, the end-of-image marker)."""
+    data = encode(gradient_image(32, 24), "JPEG")
+    scan = data.index(b"\xff\xda")
+    return data[:scan], data[scan:-2], data[-2:]
+
+
+@pytest.mark.parametrize(
+    "damage, problem",
+    [
+        (lambda head, scan, end: b"", "not a JPEG"),
+        (lambda head, scan, end: head[2:] + scan + end, "not a JPEG"),
+        (lambda head, scan, end: head + scan, "end-of-image"),
+        (lambda head, scan, end: head + scan[:7], "inside a segment"),
+        (lambda head, scan, end: head + end, "no scan"),
+        (lambda head, scan, end: head[:2] + scan + end, "before any frame header"),
+    ],
+)
+def test_jpeg_structure_problems_are_named(damage, problem):
+    with pytest.raises(ValueError, match=problem):
+        check_jpeg_complete(damage(*jpeg_parts()))
+
+
+def test_jpeg_structure_check_accepts_fill_bytes_and_stray_bytes_between_segments():
+    head, scan, end = jpeg_parts()
+    check_jpeg_complete(head + scan + end)
+    check_jpeg_complete(head + scan + b"\xff\xff\xff" + end)  # 0xFF fill before a marker
+    check_jpeg_complete(head[:2] + b"junk" + head[2:] + scan + end)  # libjpeg skips, warns
