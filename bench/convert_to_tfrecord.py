@@ -47,6 +47,8 @@ MiB = 1024 * 1024
 
 def fruits_nuts_dataset(out_dir: Path, num_images: int) -> Path:
     """The 18 fruits_nuts photos replicated to `num_images`, hard-linked under new names."""
+    from cvat_kfp.components.common.dataset import link_or_copy
+
     coco = json.loads((FRUITS_NUTS / "trainval.json").read_text())
     seeds = sorted(coco["images"], key=lambda image: image["id"])
     by_image: dict[int, list[dict]] = {image["id"]: [] for image in seeds}
@@ -76,15 +78,6 @@ def fruits_nuts_dataset(out_dir: Path, num_images: int) -> Path:
     coco = {"images": images, "annotations": annotations, "categories": coco["categories"]}
     (out_dir / "annotations.json").write_text(json.dumps(coco, separators=(",", ":")))
     return out_dir
-
-
-def link_or_copy(src: Path, dst: Path) -> None:
-    if dst.exists():
-        dst.unlink()
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
 
 
 def shapes_dataset(out_dir: Path, num_images: int) -> Path:
