@@ -27,7 +27,9 @@ def _image(path, size, exif_orientation=None):
 def test_classes_follow_first_mention_and_every_shape_kind_lands(tmp_path):
     builder = DatasetBuilder()
     builder.category("zebra")  # declared by a label map, before any shape
-    image = builder.add_image(_image(tmp_path / "src/a.png", (40, 30)), "a.png", width=40, height=30)
+    image = builder.add_image(
+        _image(tmp_path / "src/a.png", (40, 30)), "a.png", width=40, height=30
+    )
     builder.add_box(image, "cat", 1, 2, 10, 5, attributes={"occluded": True})
     builder.add_polygon(image, "dog", [[0, 0, 10, 0, 10, 10], [20, 20, 30, 20, 30, 28]])
     mask = np.zeros((30, 40), bool)
@@ -84,7 +86,9 @@ def test_resized_image_with_same_aspect_rescales_annotations(tmp_path):
     assert masked["segmentation"]["size"] == [100, 200] and masked["area"] == 800
     assert masked["bbox"] == [20, 20, 40, 20]
     [entry] = builder.report.entries
-    assert entry.code == "image-rescaled" and "100x50" in entry.message and "200x100" in entry.message
+    assert (
+        entry.code == "image-rescaled" and "100x50" in entry.message and "200x100" in entry.message
+    )
 
 
 @pytest.mark.parametrize(
