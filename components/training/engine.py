@@ -1,0 +1,590 @@
+"""The training run shared by train-tfod and train-maskrcnn.
+
+Model Garden provides the task (model, inputs, losses, COCO evaluation), its Trainer and the orbit
+Controller; this module adds what a pipeline step needs around them:
+
+- checks of the data against the config before any model is built;
+- resumption from the newest checkpoint locally or at the durable location (checkpoints.py):
+  global step, weights and optimizer state (slots, iterations, hence the learning-rate schedule);
+- training in chunks that end at each checkpoint and evaluation step, so that every checkpoint is
+  mirrored as soon as it is written;
+- a guard that stops a diverging run (NaN/Inf or exploding loss) before it saves a checkpoint;
+- evaluation on the val split at an interval, keeping the best checkpoint by AP beside the latest;
+- a finished run started again returns its outputs without building the model.
+"""
+
+from __future__ import annotations
+
+import copy
+import glob
+import json
+import math
+import statistics
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import orbit
+import tensorflow as tf
+from official.core import base_trainer, task_factory, train_utils
+
+from ..common import storage
+from ..common.label_map import LabelMap
+from .checkpoints import (
+    BEST_DIR,
+    EVENTS_DIR,
+    METRICS_FILE,
+    DurableCheckpoints,
+    latest_local_checkpoint,
+    latest_local_step,
+)
+from .experiment import effective_config_yaml
+from .strategy import configure_runtime, create_strategy, plan_devices, set_precision_policy
+
+CONFIG_FILE = "params.yaml"
+MANIFEST_FILE = "manifest.json"
+TRAIN_SUMMARY_DIR = "train"
+BEST_INFO_FILE = "info.json"  # Model Garden's BestCheckpointExporter writes it into best/
+COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+Log = Callable[[str], None]
+
+
+class TrainingInputError(ValueError):
+    """The data, label map or config cannot train; found before any model is built."""
+
+
+class DivergedLossError(RuntimeError):
+    """The loss became NaN/Inf or exploded; training stopped before saving a checkpoint."""
+
+
+@dataclass
+class TrainResult:
+    global_step: int
+    final_loss: float | None
+    metrics: dict[str, float]
+    model_dir: Path
+    config_path: Path
+    latest_checkpoint: str | None
+    best_checkpoint: str | None
+    durable_uri: str | None
+    resumed_from_step: int | None  # None: started from scratch (or from init_checkpoint)
+    steps_trained: int  # in this call
+    train_seconds: float  # wall time in training steps in this call (evaluation excluded)
+
+    def summary(self) -> dict:
+        """JSON-able, for logs and KFP metadata."""
+        return {
+            name: str(value) if isinstance(value, Path) else value
+            for name, value in self.__dict__.items()
+        }
+
+
+@dataclass(frozen=True)
+class Intervals:
+    """Where training stops to checkpoint and to evaluate; the last step does both."""
+
+    num_steps: int
+    checkpoint: int
+    evaluation: int
+    evaluates: bool = True  # False: no val split
+
+    def next_stop(self, step: int) -> int:
+        following = [(step // every + 1) * every for every in (self.checkpoint, self.evaluation)]
+        return min([self.num_steps, *following])
+
+    def is_checkpoint_step(self, step: int) -> bool:
+        return step % self.checkpoint == 0 or step >= self.num_steps
+
+    def is_evaluation_step(self, step: int) -> bool:
+        return self.evaluates and (step % self.evaluation == 0 or step >= self.num_steps)
+
+
+@dataclass
+class LossGuard:
+    """Stops training when the loss is NaN/Inf, above `max_loss`, or `max_growth` times the
+    median of its last `window` values (once `min_history` are known).
+
+    Checked once per orbit loop, on the loop's mean loss; a NaN step is named exactly (the
+    trainer notes the first step whose loss was not finite).
+    """
+
+    max_loss: float = 1e4
+    max_growth: float = 100.0
+    window: int = 20
+    min_history: int = 3
+    history: deque = field(default_factory=deque, init=False, repr=False)
+
+    def check(
+        self,
+        step: int,
+        loss: float,
+        first_nonfinite_step: int | None = None,
+        learning_rate: float | None = None,
+    ) -> None:
+        problem = self._problem(step, loss, first_nonfinite_step)
+        if problem:
+            raise DivergedLossError(f"Training stopped: {problem}. {_advice(learning_rate)}")
+        self.history.append(loss)
+        while len(self.history) > self.window:
+            self.history.popleft()
+
+    def _problem(self, step: int, loss: float, first_nonfinite_step: int | None) -> str | None:
+        if not math.isfinite(loss):
+            if first_nonfinite_step is not None and first_nonfinite_step >= 0:
+                return f"the training loss became {loss} at step {first_nonfinite_step}"
+            return f"the training loss became {loss} by step {step}"
+        if loss > self.max_loss:
+            return f"the training loss reached {loss:.4g} by step {step} (limit {self.max_loss:g})"
+        if len(self.history) >= self.min_history:
+            median = statistics.median(self.history)
+            if median > 0 and loss > self.max_growth * median:
+                return (
+                    f"the training loss jumped to {loss:.4g} by step {step}, "
+                    f"{loss / median:.0f}x its recent median {median:.4g}"
+                )
+        return None
+
+
+def _advice(learning_rate: float | None) -> str:
+    at = f" (it was {learning_rate:.3g} when training stopped)" if learning_rate is not None else ""
+    return (
+        f"Try a lower initial_learning_rate{at}, a longer warmup (warmup_steps), or check the "
+        "data: boxes, labels and images of the train TFRecords."
+    )
+
+
+def train(
+    config,
+    *,
+    model_dir: str | Path,
+    label_map: LabelMap | Sequence[str],
+    durable_uri: str | None = None,
+    checkpoint_interval: int | None = None,
+    eval_interval: int | None = None,
+    keep_checkpoints: int = 3,
+    num_clones: int | None = None,
+    gpus: Sequence[str] | None = None,
+    loss_guard: LossGuard | None = None,
+    log: Log = print,
+) -> TrainResult:
+    """Train the Model Garden experiment `config` to `config.trainer.train_steps`, resuming.
+
+    Checkpoints go to `model_dir` every `checkpoint_interval` steps and are mirrored to
+    `durable_uri` (a path or gs:// URI) when given; evaluation on the val split runs every
+    `eval_interval` steps and at the end (both default to the config's trainer intervals).
+    `num_clones` is the GPU count to use (None: all visible; `gpus` overrides what is visible,
+    for tests). Raises TrainingInputError before building anything when the data cannot train,
+    DivergedLossError when the loss diverges.
+    """
+    model_dir = Path(model_dir)
+    label_map = label_map if isinstance(label_map, LabelMap) else LabelMap(tuple(label_map))
+    plan = plan_devices(num_clones, gpus)
+    intervals = _intervals(config, checkpoint_interval, eval_interval, has_validation(config))
+    config = effective_config(config, intervals, keep_checkpoints, plan, log)
+    check_training_inputs(config, label_map, log)
+    durable = DurableCheckpoints(durable_uri, keep_checkpoints, log) if durable_uri else None
+    if durable:
+        _check_same_model(durable, config)
+
+    model_dir.mkdir(parents=True, exist_ok=True)
+    config_path = write_effective_config(config, model_dir)
+    label_map.save(model_dir)
+    start_step = _restore(durable, model_dir) if durable else latest_local_step(model_dir)
+    finished = _finished_result(model_dir, config_path, intervals, durable, start_step)
+    if finished:
+        log(f"step {start_step} of {intervals.num_steps}: already trained and evaluated")
+        return finished
+
+    log(f"training on {plan.describe()}")
+    run = _TrainingRun(
+        config,
+        plan,
+        intervals,
+        model_dir,
+        durable,
+        loss_guard or LossGuard(),
+        keep_checkpoints,
+        log,
+    )
+    run.train()
+    return run.finish(config_path, start_step)
+
+
+def effective_config(config, intervals: Intervals, keep_checkpoints: int, plan, log: Log):
+    """A copy of `config` with what this run does: devices, intervals, best-checkpoint export."""
+    config = copy.deepcopy(config)
+    configure_runtime(config, plan, log)
+    trainer = config.trainer
+    trainer.checkpoint_interval = intervals.checkpoint
+    trainer.validation_interval = intervals.evaluation
+    trainer.max_to_keep = keep_checkpoints
+    evaluates = has_validation(config)
+    trainer.best_checkpoint_export_subdir = BEST_DIR if evaluates else ""
+    trainer.best_checkpoint_eval_metric = best_metric(config) if evaluates else ""
+    trainer.best_checkpoint_metric_comp = "higher"
+    return config
+
+
+def best_metric(config) -> str:
+    """The metric the best checkpoint is chosen by: mask AP for Mask R-CNN, box AP otherwise."""
+    return "mask_AP" if getattr(config.task.model, "include_mask", False) else "AP"
+
+
+def write_effective_config(config, model_dir: Path) -> Path:
+    path = model_dir / CONFIG_FILE
+    path.write_text(effective_config_yaml(config), encoding="utf-8")
+    return path
+
+
+def has_validation(config) -> bool:
+    """A config without a val pattern trains without evaluation (and without a best checkpoint)."""
+    return bool(config.task.validation_data.input_path)
+
+
+def _intervals(config, checkpoint_interval, eval_interval, evaluates: bool) -> Intervals:
+    intervals = Intervals(
+        num_steps=int(config.trainer.train_steps),
+        checkpoint=int(checkpoint_interval or config.trainer.checkpoint_interval),
+        evaluation=int(eval_interval or config.trainer.validation_interval),
+        evaluates=evaluates,
+    )
+    for name in ("num_steps", "checkpoint", "evaluation"):
+        if getattr(intervals, name) < 1:
+            raise TrainingInputError(f"{name} must be at least 1 step, got {intervals}")
+    return intervals
+
+
+# --- checks before any model is built -------------------------------------------------------------
+
+
+def check_training_inputs(config, label_map: LabelMap, log: Log = print) -> None:
+    """Refuse, with a message saying what to change, data and config that cannot train."""
+    num_classes = config.task.model.num_classes
+    if num_classes != len(label_map) + 1:
+        raise TrainingInputError(
+            f"the model config has num_classes {num_classes}, but the label map has "
+            f"{len(label_map)} classes {list(label_map.names)}: num_classes must be "
+            f"{len(label_map) + 1} (the classes plus background)"
+        )
+    splits = [("train", config.task.train_data)]
+    if has_validation(config):
+        splits.append(("val", config.task.validation_data))
+    manifests = {split: _read_manifest(split, data.input_path, log) for split, data in splits}
+    for split, data in splits:
+        if manifests[split] is not None:
+            _check_split(split, manifests[split], data, label_map)
+    train = manifests["train"]
+    if getattr(config.task.model, "include_mask", False) and train and not train["has_masks"]:
+        raise TrainingInputError(
+            f"Mask R-CNN needs instance masks, but the train TFRecords at {train['dir']} hold "
+            "boxes only (no annotation has a segmentation). Annotate polygons or masks in CVAT, "
+            "or train a box detector (train-tfod)."
+        )
+
+
+def _read_manifest(split: str, input_path, log: Log) -> dict | None:
+    """The convert-to-tfrecord manifest beside a local `input_path` pattern (None if absent)."""
+    patterns = input_path if isinstance(input_path, list | tuple) else str(input_path).split(",")
+    pattern = str(patterns[0]).strip() if patterns else ""
+    if not pattern or not storage.is_local(pattern):
+        return None
+    pattern = str(storage.local_path(pattern))
+    manifest_path = Path(pattern).parent / MANIFEST_FILE
+    if not manifest_path.is_file():
+        if not any(glob.glob(p.strip()) for p in patterns):
+            raise TrainingInputError(
+                f"no {split} TFRecord files match {pattern}; pass the {split} TFRecords artifact "
+                "of convert-to-tfrecord"
+            )
+        log(f"no {MANIFEST_FILE} beside {pattern}: {split} size and class checks skipped")
+        return None
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    return {**manifest, "dir": str(manifest_path.parent)}
+
+
+def _check_split(split: str, manifest: dict, data_config, label_map: LabelMap) -> None:
+    where = f"the {split} TFRecords at {manifest['dir']}"
+    examples = int(manifest["num_examples"])
+    if examples == 0:
+        raise TrainingInputError(
+            f"{where} hold no examples ({MANIFEST_FILE}: num_examples 0): the {split} split is "
+            "empty. Give it images (the split fractions) or annotate more."
+        )
+    batch = int(data_config.global_batch_size)
+    if batch > examples and (split == "train" or data_config.drop_remainder):
+        raise TrainingInputError(
+            f"batch_size {batch} is larger than the {examples} example(s) of {where}; lower "
+            f"batch_size to at most {examples}, or add images"
+        )
+    names = list(manifest.get("class_names") or [])
+    if names and names != list(label_map.names):
+        raise TrainingInputError(
+            f"{where} have the classes {names}, but the label map has {list(label_map.names)}; "
+            "convert every split from the same dataset"
+        )
+
+
+def _model_fingerprint(config) -> dict:
+    model = config.task.model
+    return {
+        "task": type(config.task).__name__,
+        "num_classes": int(model.num_classes),
+        "backbone": model.backbone.type,
+        "input_size": [int(x) for x in model.input_size],
+    }
+
+
+def _check_same_model(durable: DurableCheckpoints, config) -> None:
+    latest = durable.latest() or {}
+    saved, ours = latest.get("model"), _model_fingerprint(config)
+    if saved and saved != ours:
+        raise TrainingInputError(
+            f"the checkpoint location {durable.uri} holds checkpoints of another model "
+            f"({saved}, this run: {ours}). Give this run its own checkpoint location, or empty "
+            "that one to start over."
+        )
+
+
+# --- resumption -----------------------------------------------------------------------------------
+
+
+def _restore(durable: DurableCheckpoints, model_dir: Path) -> int | None:
+    """Bring the newest durable checkpoint, best checkpoint and events into `model_dir`."""
+    step = durable.restore_latest(model_dir)
+    if not (model_dir / BEST_DIR / BEST_INFO_FILE).is_file():
+        durable.restore_directory(BEST_DIR, model_dir / BEST_DIR)
+    for name in _summary_dirs():
+        if not (model_dir / name).is_dir():
+            durable.restore_directory(f"{EVENTS_DIR}/{name}", model_dir / name)
+    return step
+
+
+def _summary_dirs(config=None) -> tuple[str, str]:
+    validation = config.trainer.validation_summary_subdir if config else "validation"
+    return TRAIN_SUMMARY_DIR, validation
+
+
+def _finished_result(model_dir, config_path, intervals, durable, step) -> TrainResult | None:
+    """The outputs of a run that already reached num_steps and was evaluated there."""
+    if step is None or step < intervals.num_steps:
+        return None
+    summary = _read_json(model_dir / METRICS_FILE)
+    if summary is None and durable is not None:
+        summary = durable.read_json(METRICS_FILE)
+        if summary is not None:
+            _write_json(model_dir / METRICS_FILE, summary)
+    if not summary or summary.get("global_step") != step:
+        return None
+    return TrainResult(
+        global_step=step,
+        final_loss=summary.get("final_loss"),
+        metrics=summary["metrics"],
+        model_dir=model_dir,
+        config_path=config_path,
+        latest_checkpoint=latest_local_checkpoint(model_dir),
+        best_checkpoint=tf.train.latest_checkpoint(str(model_dir / BEST_DIR)),
+        durable_uri=durable.uri if durable else None,
+        resumed_from_step=step,
+        steps_trained=0,
+        train_seconds=0.0,
+    )
+
+
+# --- the run --------------------------------------------------------------------------------------
+
+
+class NonFiniteWatchingTrainer(base_trainer.Trainer):
+    """Model Garden's Trainer that also notes the first step whose loss was not finite."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.first_nonfinite_step = tf.Variable(
+            -1,
+            dtype=tf.int64,
+            trainable=False,
+            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+        )
+
+    def train_step(self, iterator):
+        super().train_step(iterator)
+        # The loop's running mean loss turns non-finite at the first non-finite step.
+        unseen = self.first_nonfinite_step < 0
+        now_bad = tf.logical_not(tf.math.is_finite(self.train_loss.result()))
+        self.first_nonfinite_step.assign(
+            tf.where(unseen & now_bad, self.global_step, self.first_nonfinite_step)
+        )
+
+
+def build_trainer(config, task, model_dir: str | Path) -> NonFiniteWatchingTrainer:
+    """Model Garden's create_trainer with the best-checkpoint exporter; call in strategy scope."""
+    exporter = train_utils.maybe_create_best_ckpt_exporter(config, str(model_dir))
+    return train_utils.create_trainer(
+        config,
+        task,
+        train=True,
+        evaluate=has_validation(config),
+        checkpoint_exporter=exporter,
+        trainer_cls=NonFiniteWatchingTrainer,
+    )
+
+
+def build_checkpoint_manager(trainer, model_dir: str | Path, keep: int):
+    """Local checkpoints; no interval of its own: the run saves at its chunk ends."""
+    return tf.train.CheckpointManager(
+        trainer.checkpoint,
+        str(model_dir),
+        max_to_keep=keep,
+        step_counter=trainer.global_step,
+        init_fn=trainer.initialize,
+    )
+
+
+class _TrainingRun:
+    """One call's training: Model Garden's task and trainer driven by an orbit Controller."""
+
+    def __init__(self, config, plan, intervals, model_dir, durable, guard, keep, log):
+        self.config, self.intervals, self.model_dir = config, intervals, model_dir
+        self.durable, self.guard, self.log = durable, guard, log
+        set_precision_policy(config)
+        self.strategy = create_strategy(plan)
+        with self.strategy.scope():
+            task = task_factory.get_task(config.task, logging_dir=str(model_dir))
+            self.trainer = build_trainer(config, task, model_dir)
+            self.manager = build_checkpoint_manager(self.trainer, model_dir, keep)
+            train_dir, validation_dir = _summary_dirs(config)
+            self.controller = orbit.Controller(  # restores the newest local checkpoint
+                strategy=self.strategy,
+                trainer=self.trainer,
+                evaluator=self.trainer if has_validation(config) else None,
+                global_step=self.trainer.global_step,
+                steps_per_loop=min(
+                    config.trainer.steps_per_loop, intervals.checkpoint, intervals.evaluation
+                ),
+                checkpoint_manager=self.manager,
+                summary_dir=str(model_dir / train_dir),
+                eval_summary_dir=str(model_dir / validation_dir),
+                train_actions=[self._watch_loss],
+            )
+        latest = durable.latest() if durable else None
+        self.last_loss = latest.get("loss") if latest and latest["step"] == self.step else None
+        self.last_saved_step = self.step
+        self.metrics: dict[str, float] = {}
+        self.metrics_step: int | None = None
+        self.train_seconds = 0.0
+
+    @property
+    def step(self) -> int:
+        return int(self.trainer.global_step.numpy())
+
+    def train(self) -> None:
+        self.log(f"training from step {self.step} to {self.intervals.num_steps}")
+        while self.step < self.intervals.num_steps:
+            stop = self.intervals.next_stop(self.step)
+            started = time.monotonic()
+            try:
+                with self.strategy.scope():
+                    self.controller.train(steps=stop, checkpoint_at_completion=False)
+            except DivergedLossError as error:
+                raise DivergedLossError(f"{error} {self._restart_hint()}") from None
+            self.train_seconds += time.monotonic() - started
+            if self.intervals.is_checkpoint_step(self.step):
+                self.save_checkpoint()
+            if self.intervals.is_evaluation_step(self.step):
+                self.evaluate()
+
+    def _restart_hint(self) -> str:
+        if self.manager.latest_checkpoint is None:
+            return "No checkpoint was saved."
+        return (
+            f"No checkpoint was saved after step {self.last_saved_step}; a restart with new "
+            "hyperparameters resumes from there."
+        )
+
+    def _watch_loss(self, train_output: dict) -> None:
+        """orbit train action, after every loop of steps."""
+        self.last_loss = float(train_output[self.trainer.train_loss.name])
+        learning_rate = train_output.get("learning_rate")
+        self.guard.check(
+            self.step,
+            self.last_loss,
+            first_nonfinite_step=int(self.trainer.first_nonfinite_step.numpy()),
+            learning_rate=None if learning_rate is None else float(learning_rate),
+        )
+
+    def save_checkpoint(self) -> None:
+        prefix = self.manager.save(checkpoint_number=self.step)
+        self.last_saved_step = self.step
+        self.log(f"step {self.step}: saved {prefix}")
+        if self.durable:
+            state = {
+                "loss": self.last_loss,
+                "num_steps": self.intervals.num_steps,
+                "model": _model_fingerprint(self.config),
+            }
+            uri = self.durable.publish(prefix, state)
+            self._publish_events()
+            self.log(f"step {self.step}: mirrored to {uri}")
+
+    def evaluate(self) -> None:
+        best_before = self.best_checkpoint()
+        with self.strategy.scope():
+            logs = self.controller.evaluate(steps=self.config.trainer.validation_steps)
+        self.metrics, self.metrics_step = scalar_metrics(logs), self.step
+        shown = ", ".join(f"{k} {self.metrics[k]:.4f}" for k in COCO_METRICS if k in self.metrics)
+        self.log(f"step {self.step}: evaluated on the val split: {shown}")
+        if self.durable:
+            if self.best_checkpoint() != best_before:
+                self.durable.publish_directory(self.model_dir / BEST_DIR, BEST_DIR)
+            self._publish_events()
+
+    def best_checkpoint(self) -> str | None:
+        return tf.train.latest_checkpoint(str(self.model_dir / BEST_DIR))
+
+    def _publish_events(self) -> None:
+        for name in _summary_dirs(self.config):
+            self.durable.publish_directory(self.model_dir / name, f"{EVENTS_DIR}/{name}")
+
+    def finish(self, config_path: Path, start_step: int | None) -> TrainResult:
+        """Evaluate if the last step was not (a finished run restarted without metrics)."""
+        if self.intervals.evaluates and self.metrics_step != self.step:
+            self.evaluate()
+        summary = {"global_step": self.step, "final_loss": self.last_loss, "metrics": self.metrics}
+        _write_json(self.model_dir / METRICS_FILE, summary)
+        if self.durable:
+            self.durable.write_json(METRICS_FILE, summary)
+        return TrainResult(
+            global_step=self.step,
+            final_loss=self.last_loss,
+            metrics=self.metrics,
+            model_dir=self.model_dir,
+            config_path=config_path,
+            latest_checkpoint=self.manager.latest_checkpoint,
+            best_checkpoint=self.best_checkpoint(),
+            durable_uri=self.durable.uri if self.durable else None,
+            resumed_from_step=start_step,
+            steps_trained=self.step - (start_step or 0),
+            train_seconds=round(self.train_seconds, 3),
+        )
+
+
+def scalar_metrics(logs: dict) -> dict[str, float]:
+    """The numeric scalars of an evaluation's logs (COCO AP..., losses), as floats."""
+    return {
+        name: float(value)
+        for name, value in (logs or {}).items()
+        if np.ndim(value) == 0
+        and np.issubdtype(np.asarray(value).dtype, np.number)
+        and name != "steps_per_second"
+    }
+
+
+def _read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
