@@ -9,7 +9,12 @@ Controller; this module adds what a pipeline step needs around them:
 - training in chunks that end at each checkpoint and evaluation step, so that every checkpoint is
   mirrored as soon as it is written;
 - a guard that stops a diverging run (NaN/Inf or exploding loss) before it saves a checkpoint;
-- evaluation on the val split at an interval, keeping the best checkpoint by AP beside the latest;
+- evaluation on the val split at an interval, keeping the best checkpoint by AP beside the latest
+  (where and by which metric: the config's trainer.best_checkpoint_* fields, set by experiment.py);
+- Mask R-CNN's staged schedule: chunks also end at stage starts, where the backbone layers the
+  stage freezes are set non-trainable and the train function is traced again. The stage follows
+  from the global step, so a resumed run freezes what its stage freezes before its first step;
+  the learning rate is the config's schedule of the global step (experiment.py), not set here;
 - a finished run started again returns its outputs without building the model.
 """
 
@@ -23,7 +28,7 @@ import statistics
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +47,7 @@ from .checkpoints import (
     latest_local_step,
 )
 from .experiment import effective_config_yaml
+from .hyperparameters import TrainingStage, stage_at
 from .strategy import configure_runtime, create_strategy, plan_devices, set_precision_policy
 
 CONFIG_FILE = "params.yaml"
@@ -49,6 +55,9 @@ MANIFEST_FILE = "manifest.json"
 TRAIN_SUMMARY_DIR = "train"
 BEST_INFO_FILE = "info.json"  # Model Garden's BestCheckpointExporter writes it into best/
 COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+# Matterport's "4+" trains ResNet's conv4_x and conv5_x: the backbone layers at output stride 16
+# and coarser. The same rule picks MobileNetV2's blocks from its first 64-channel one.
+STAGE_4_STRIDE = 16
 
 Log = Callable[[str], None]
 
@@ -91,10 +100,12 @@ class Intervals:
     checkpoint: int
     evaluation: int
     evaluates: bool = True  # False: no val split
+    stage_starts: tuple[int, ...] = ()  # training also stops there, to change what trains
 
     def next_stop(self, step: int) -> int:
         following = [(step // every + 1) * every for every in (self.checkpoint, self.evaluation)]
-        return min([self.num_steps, *following])
+        stages = [start for start in self.stage_starts if start > step]
+        return min([self.num_steps, *following, *stages])
 
     def is_checkpoint_step(self, step: int) -> bool:
         return step % self.checkpoint == 0 or step >= self.num_steps
@@ -169,6 +180,7 @@ def train(
     num_clones: int | None = None,
     gpus: Sequence[str] | None = None,
     loss_guard: LossGuard | None = None,
+    stages: Sequence[TrainingStage] = (),
     log: Log = print,
 ) -> TrainResult:
     """Train the Model Garden experiment `config` to `config.trainer.train_steps`, resuming.
@@ -176,6 +188,7 @@ def train(
     Checkpoints go to `model_dir` every `checkpoint_interval` steps and are mirrored to
     `durable_uri` (a path or gs:// URI) when given; evaluation on the val split runs every
     `eval_interval` steps and at the end (both default to the config's trainer intervals).
+    `stages` is Mask R-CNN's staged schedule (`Hyperparameters.stages`): what trains when.
     `num_clones` is the GPU count to use (None: all visible; `gpus` overrides what is visible,
     for tests). Raises TrainingInputError before building anything when the data cannot train,
     DivergedLossError when the loss diverges.
@@ -184,6 +197,7 @@ def train(
     label_map = label_map if isinstance(label_map, LabelMap) else LabelMap(tuple(label_map))
     plan = plan_devices(num_clones, gpus)
     intervals = _intervals(config, checkpoint_interval, eval_interval, has_validation(config))
+    intervals = replace(intervals, stage_starts=tuple(stage.first_step for stage in stages))
     config = effective_config(config, intervals, keep_checkpoints, plan, log)
     check_training_inputs(config, label_map, log)
     durable = DurableCheckpoints(durable_uri, keep_checkpoints, log) if durable_uri else None
@@ -193,8 +207,9 @@ def train(
     model_dir.mkdir(parents=True, exist_ok=True)
     config_path = write_effective_config(config, model_dir)
     label_map.save(model_dir)
-    start_step = _restore(durable, model_dir) if durable else latest_local_step(model_dir)
-    finished = _finished_result(model_dir, config_path, intervals, durable, start_step)
+    best = best_dir(config, model_dir)
+    start_step = _restore(durable, model_dir, best) if durable else latest_local_step(model_dir)
+    finished = _finished_result(model_dir, best, config_path, intervals, durable, start_step)
     if finished:
         log(f"step {start_step} of {intervals.num_steps}: already trained and evaluated")
         return finished
@@ -208,6 +223,7 @@ def train(
         durable,
         loss_guard or LossGuard(),
         keep_checkpoints,
+        tuple(stages),
         log,
     )
     run.train()
@@ -215,23 +231,22 @@ def train(
 
 
 def effective_config(config, intervals: Intervals, keep_checkpoints: int, plan, log: Log):
-    """A copy of `config` with what this run does: devices, intervals, best-checkpoint export."""
+    """A copy of `config` with what this run does: devices, intervals, checkpoints kept."""
     config = copy.deepcopy(config)
     configure_runtime(config, plan, log)
     trainer = config.trainer
     trainer.checkpoint_interval = intervals.checkpoint
     trainer.validation_interval = intervals.evaluation
     trainer.max_to_keep = keep_checkpoints
-    evaluates = has_validation(config)
-    trainer.best_checkpoint_export_subdir = BEST_DIR if evaluates else ""
-    trainer.best_checkpoint_eval_metric = best_metric(config) if evaluates else ""
-    trainer.best_checkpoint_metric_comp = "higher"
     return config
 
 
-def best_metric(config) -> str:
-    """The metric the best checkpoint is chosen by: mask AP for Mask R-CNN, box AP otherwise."""
-    return "mask_AP" if getattr(config.task.model, "include_mask", False) else "AP"
+def best_dir(config, model_dir: Path) -> Path | None:
+    """Where the config keeps the best checkpoint (durably: best/); None: it keeps none."""
+    trainer = config.trainer
+    keeps = has_validation(config) and trainer.best_checkpoint_eval_metric
+    subdir = trainer.best_checkpoint_export_subdir
+    return model_dir / subdir if keeps and subdir else None
 
 
 def write_effective_config(config, model_dir: Path) -> Path:
@@ -352,11 +367,11 @@ def _check_same_model(durable: DurableCheckpoints, config) -> None:
 # --- resumption -----------------------------------------------------------------------------------
 
 
-def _restore(durable: DurableCheckpoints, model_dir: Path) -> int | None:
+def _restore(durable: DurableCheckpoints, model_dir: Path, best: Path | None) -> int | None:
     """Bring the newest durable checkpoint, best checkpoint and events into `model_dir`."""
     step = durable.restore_latest(model_dir)
-    if not (model_dir / BEST_DIR / BEST_INFO_FILE).is_file():
-        durable.restore_directory(BEST_DIR, model_dir / BEST_DIR)
+    if best and not (best / BEST_INFO_FILE).is_file():
+        durable.restore_directory(BEST_DIR, best)
     for name in _summary_dirs():
         if not (model_dir / name).is_dir():
             durable.restore_directory(f"{EVENTS_DIR}/{name}", model_dir / name)
@@ -368,7 +383,7 @@ def _summary_dirs(config=None) -> tuple[str, str]:
     return TRAIN_SUMMARY_DIR, validation
 
 
-def _finished_result(model_dir, config_path, intervals, durable, step) -> TrainResult | None:
+def _finished_result(model_dir, best, config_path, intervals, durable, step) -> TrainResult | None:
     """The outputs of a run that already reached num_steps and was evaluated there."""
     if step is None or step < intervals.num_steps:
         return None
@@ -386,7 +401,7 @@ def _finished_result(model_dir, config_path, intervals, durable, step) -> TrainR
         model_dir=model_dir,
         config_path=config_path,
         latest_checkpoint=latest_local_checkpoint(model_dir),
-        best_checkpoint=tf.train.latest_checkpoint(str(model_dir / BEST_DIR)),
+        best_checkpoint=latest_best_checkpoint(best),
         durable_uri=durable.uri if durable else None,
         resumed_from_step=step,
         steps_trained=0,
@@ -418,6 +433,36 @@ class NonFiniteWatchingTrainer(base_trainer.Trainer):
             tf.where(unseen & now_bad, self.global_step, self.first_nonfinite_step)
         )
 
+    def retrace_train_loop(self) -> None:
+        """Trace the train loop again on its next run, e.g. after layers were (un)frozen.
+
+        orbit keeps the traced loop, and with it the trainable variables and the BatchNorm
+        modes it was traced with; optimizer state lives in variables and is kept.
+        """
+        self._train_loop_fn = None
+
+
+def set_stage_layers(model, layers: str) -> str:
+    """Make the backbone of a Model Garden `model` trainable as stage `layers` says; returns what
+    trains, for the log. The decoder (FPN) and the heads always train.
+
+    Keras' `trainable = False` leaves a layer's variables out of `model.trainable_variables` and
+    runs its BatchNorm in inference mode (moving statistics kept).
+    """
+    backbone = model.backbone
+    backbone.trainable = layers != "heads"
+    if layers == "heads":
+        return "heads and FPN; backbone frozen"
+    if layers == "all":
+        return "all layers"
+    input_height = backbone.inputs[0].shape[1]
+    for layer in backbone.layers:
+        output_height = tf.nest.flatten(layer.output)[0].shape[1]
+        if input_height // output_height < STAGE_4_STRIDE:
+            layer.trainable = False
+    trained = [layer for layer in backbone.layers if layer.trainable and layer.weights]
+    return f"heads, FPN and the {len(trained)} backbone layers at output stride 16 and coarser"
+
 
 def build_trainer(config, task, model_dir: str | Path) -> NonFiniteWatchingTrainer:
     """Model Garden's create_trainer with the best-checkpoint exporter; call in strategy scope."""
@@ -446,9 +491,11 @@ def build_checkpoint_manager(trainer, model_dir: str | Path, keep: int):
 class _TrainingRun:
     """One call's training: Model Garden's task and trainer driven by an orbit Controller."""
 
-    def __init__(self, config, plan, intervals, model_dir, durable, guard, keep, log):
+    def __init__(self, config, plan, intervals, model_dir, durable, guard, keep, stages, log):
         self.config, self.intervals, self.model_dir = config, intervals, model_dir
-        self.durable, self.guard, self.log = durable, guard, log
+        self.durable, self.guard, self.stages, self.log = durable, guard, stages, log
+        self.stage: TrainingStage | None = None  # the stage whose layers are set trainable
+        self.best_dir = best_dir(config, model_dir)
         set_precision_policy(config)
         self.strategy = create_strategy(plan)
         with self.strategy.scope():
@@ -483,6 +530,7 @@ class _TrainingRun:
     def train(self) -> None:
         self.log(f"training from step {self.step} to {self.intervals.num_steps}")
         while self.step < self.intervals.num_steps:
+            self._enter_stage()
             stop = self.intervals.next_stop(self.step)
             started = time.monotonic()
             try:
@@ -495,6 +543,25 @@ class _TrainingRun:
                 self.save_checkpoint()
             if self.intervals.is_evaluation_step(self.step):
                 self.evaluate()
+
+    def _enter_stage(self) -> None:
+        """Set what trains for the stage of the current step (on start too: a resumed run)."""
+        stage = stage_at(self.stages, self.step)
+        if stage is None or stage == self.stage:
+            return
+        trains = set_stage_layers(self.trainer.model, stage.layers)
+        self.trainer.retrace_train_loop()
+        self.stage = stage
+        number = self.stages.index(stage) + 1
+        self.log(
+            f"step {self.step}: stage {number} of {len(self.stages)} ({stage.layers!r}, to step "
+            f"{stage.end_step}): training {trains}; learning rate {self.learning_rate():.4g}"
+        )
+
+    def learning_rate(self) -> float:
+        """The rate of the next update (the schedule's value at the optimizer's step)."""
+        rate = self.trainer.optimizer.learning_rate
+        return float(rate(self.trainer.optimizer.iterations) if callable(rate) else rate)
 
     def _restart_hint(self) -> str:
         if self.manager.latest_checkpoint is None:
@@ -537,12 +604,12 @@ class _TrainingRun:
         shown = ", ".join(f"{k} {self.metrics[k]:.4f}" for k in COCO_METRICS if k in self.metrics)
         self.log(f"step {self.step}: evaluated on the val split: {shown}")
         if self.durable:
-            if self.best_checkpoint() != best_before:
-                self.durable.publish_directory(self.model_dir / BEST_DIR, BEST_DIR)
+            if self.best_dir and self.best_checkpoint() != best_before:
+                self.durable.publish_directory(self.best_dir, BEST_DIR)
             self._publish_events()
 
     def best_checkpoint(self) -> str | None:
-        return tf.train.latest_checkpoint(str(self.model_dir / BEST_DIR))
+        return latest_best_checkpoint(self.best_dir)
 
     def _publish_events(self) -> None:
         for name in _summary_dirs(self.config):
@@ -569,6 +636,10 @@ class _TrainingRun:
             steps_trained=self.step - (start_step or 0),
             train_seconds=round(self.train_seconds, 3),
         )
+
+
+def latest_best_checkpoint(best: Path | None) -> str | None:
+    return tf.train.latest_checkpoint(str(best)) if best else None
 
 
 def scalar_metrics(logs: dict) -> dict[str, float]:

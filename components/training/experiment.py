@@ -17,6 +17,7 @@ import official.vision.registry_imports  # noqa: F401  (registers the vision exp
 import yaml
 from official.core import config_definitions, exp_factory
 
+from .checkpoints import BEST_DIR
 from .hyperparameters import HyperparameterError, Hyperparameters
 from .presets import Preset, get_preset
 
@@ -25,7 +26,6 @@ ExperimentConfig = config_definitions.ExperimentConfig
 CHECKPOINT_MODULES = ("all", "backbone", "decoder")
 MAX_STEPS_PER_LOOP = 100  # metrics (and Model Garden's NaN check) at least this often
 MAX_CHECKPOINTS_KEPT = 3
-BEST_CHECKPOINT_DIR = "best_ckpt"
 MAX_INSTANCES_PER_IMAGE = 200  # Model Garden's 100 silently drops boxes of crowded CVAT frames
 SHUFFLE_BUFFER_EXAMPLES = 1000  # encoded images held for shuffling: memory, not quality, bound
 SCALE_JITTER = (0.8, 1.25)
@@ -178,7 +178,11 @@ def steps_per_loop(checkpoint_interval: int, eval_interval: int) -> int:
 
 
 def best_checkpoint_metric(preset: Preset) -> str:
-    """The metric the best checkpoint is kept by: mask AP for Mask R-CNN, box AP otherwise."""
+    """The metric the best checkpoint is kept by: mask AP for Mask R-CNN, box AP otherwise.
+
+    With the subdirectory (best/, as at the durable location) it goes into the config's trainer
+    best_checkpoint_* fields, which the engine follows.
+    """
     return "mask_AP" if preset.include_mask else "AP"
 
 
@@ -192,7 +196,7 @@ def trainer_overrides(preset: Preset, hp: Hyperparameters, *, has_validation: bo
         "max_to_keep": MAX_CHECKPOINTS_KEPT,
         "validation_interval": hp.eval_interval,
         "validation_steps": -1,  # the whole val split
-        "best_checkpoint_export_subdir": BEST_CHECKPOINT_DIR if has_validation else "",
+        "best_checkpoint_export_subdir": BEST_DIR if has_validation else "",
         "best_checkpoint_eval_metric": best_checkpoint_metric(preset) if has_validation else "",
         "best_checkpoint_metric_comp": "higher",
         "optimizer_config": {
@@ -206,16 +210,22 @@ def trainer_overrides(preset: Preset, hp: Hyperparameters, *, has_validation: bo
 def learning_rate_config(hp: Hyperparameters) -> dict:
     """Stepwise at the schedule steps (or the Mask R-CNN stages), else cosine to 0 over the run.
 
-    A drop "at step s" applies from the update that global step s makes: Keras'
+    Always a schedule of the global step, never a constant: Keras saves a constant rate in the
+    checkpoint, so a run resumed with another initial_learning_rate would keep the old one.
+    A change "at step s" applies from the update that global step s makes: Keras'
     PiecewiseConstantDecay keeps a value up to and including its boundary, hence s - 1.
     """
+    if hp.staged:
+        boundaries = [stage.first_step - 1 for stage in hp.stages[1:]]
+        values = [stage.learning_rate for stage in hp.stages]
+        if not boundaries:  # one stage: PiecewiseConstantDecay needs a boundary, past the end
+            boundaries, values = [hp.total_steps], values * 2
+        return {"type": "stepwise", "stepwise": {"boundaries": boundaries, "values": values}}
     drops = hp.learning_rate_drops()
     if drops:
         boundaries = [step - 1 for step, _ in drops]
         values = [hp.start_learning_rate] + [rate for _, rate in drops]
         return {"type": "stepwise", "stepwise": {"boundaries": boundaries, "values": values}}
-    if hp.staged:  # Onepanel's stages keep the rate constant
-        return {"type": "constant", "constant": {"learning_rate": hp.start_learning_rate}}
     cosine = {"initial_learning_rate": hp.initial_learning_rate, "decay_steps": hp.total_steps}
     return {"type": "cosine", "cosine": cosine}
 

@@ -42,7 +42,7 @@ import copy
 import difflib
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -81,13 +81,23 @@ class TrainingStage:
     """One stage of the Mask R-CNN schedule: global steps [first_step, end_step).
 
     `layers` is what trains: "heads" (RPN, box and mask heads and the FPN; backbone frozen), "4+"
-    (the heads plus the backbone from stage 4 up), "all".
+    (the heads plus the backbone from stage 4 up: its layers at output stride 16 and coarser,
+    ResNet's conv4_x and conv5_x, MobileNetV2's blocks from the first 64-channel one), "all".
+    Frozen layers keep their BatchNorm statistics (inference mode, as Keras' trainable=False).
     """
 
     layers: str
     first_step: int
     end_step: int
     learning_rate: float
+
+
+def stage_at(stages: Sequence[TrainingStage], step: int) -> TrainingStage | None:
+    """The stage of `stages` that global `step` belongs to (the last one at or past the end)."""
+    for stage in stages:
+        if step < stage.end_step:
+            return stage
+    return stages[-1] if stages else None
 
 
 @dataclass(frozen=True)
@@ -163,10 +173,7 @@ class Hyperparameters:
 
     def stage_at(self, step: int) -> TrainingStage | None:
         """The stage that global `step` belongs to (the last one at or past the end)."""
-        for stage in self.stages:
-            if step < stage.end_step:
-                return stage
-        return self.stages[-1] if self.stages else None
+        return stage_at(self.stages, step)
 
     def to_dict(self) -> dict[str, Any]:
         """Every value, for artifact metadata and logs."""

@@ -120,6 +120,7 @@ def test_batch_steps_intervals_and_best_checkpoint():
     assert (trainer.checkpoint_interval, trainer.validation_interval) == (50, 75)
     assert trainer.steps_per_loop == trainer.summary_interval == 25  # divides both intervals
     assert trainer.best_checkpoint_eval_metric == "AP"
+    assert trainer.best_checkpoint_export_subdir == "best"  # as at the durable location
     assert build("maskrcnn").trainer.best_checkpoint_eval_metric == "mask_AP"
     no_val = build("retinanet-mobilenetv2-light", val_pattern=None).trainer
     assert no_val.best_checkpoint_eval_metric == "" and no_val.best_checkpoint_export_subdir == ""
@@ -153,13 +154,15 @@ def test_mask_rcnn_stages_set_steps_and_the_stage_3_drop():
     config = build("maskrcnn", "num_steps: 10\nstage_2_epochs: 2\ninitial_learning_rate: 0.02")
     assert config.trainer.train_steps == 40
     learning_rate = config.trainer.optimizer_config.learning_rate
-    assert learning_rate.stepwise.boundaries == [29]
-    assert learning_rate.stepwise.values == pytest.approx([0.02, 0.002])
+    assert learning_rate.type == "stepwise"  # a boundary at each stage's start
+    assert learning_rate.stepwise.boundaries == [9, 29]
+    assert learning_rate.stepwise.values == pytest.approx([0.02, 0.02, 0.002])
     only_stage_3 = build(
         "maskrcnn", "num_steps: 10\nstage_1_epochs: 0\nstage_2_epochs: 0\nstage_3_epochs: 2"
     ).trainer.optimizer_config.learning_rate
-    assert only_stage_3.type == "constant"
-    assert only_stage_3.constant.learning_rate == pytest.approx(0.0005)
+    assert only_stage_3.type == "stepwise"  # never a constant: Keras would checkpoint it
+    assert only_stage_3.stepwise.boundaries == [20]
+    assert only_stage_3.stepwise.values == pytest.approx([0.0005, 0.0005])
 
 
 def test_init_checkpoint_and_modules():

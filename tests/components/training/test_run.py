@@ -1,0 +1,301 @@
+"""run_training, the body of train-tfod and train-maskrcnn: light RetinaNet at 256 px on CPU."""
+
+import json
+import tarfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from official.core import task_factory
+
+from cvat_kfp.components.common import storage
+from cvat_kfp.components.common.synthetic import make_shapes_dataset
+from cvat_kfp.components.convert_to_tfrecord.convert import convert_dataset
+from cvat_kfp.components.training import engine
+from cvat_kfp.components.training.engine import TrainingInputError
+from cvat_kfp.components.training.experiment import experiment_config_from_yaml
+from cvat_kfp.components.training.run import plan_run, run_training
+from tests.gcs_emulator import create_bucket, gcs_emulator, gcs_server  # noqa: F401
+
+from ._training_data import make_tfrecords
+
+PRESET = "retinanet-mobilenetv2-light"
+HYPERPARAMETERS = "num_steps: {steps}\nbatch_size: 2\nwarmup_steps: 1"
+METRIC_KEYS = {"AP", "AP50", "AP75", "APs", "APm", "APl", "final_loss"}
+
+
+def hyperparameters(steps: int) -> str:
+    return HYPERPARAMETERS.format(steps=steps)
+
+
+def make_split(root: Path, split: str, *, classes=None, include_masks=True, seed=0) -> Path:
+    """One split's TFRecords of a few shapes images."""
+    options = {"classes": classes} if classes else {}
+    dataset = make_shapes_dataset(
+        root / f"{split}_dataset", num_images=4, image_size=(160, 128), seed=seed, **options
+    )
+    convert_dataset(dataset, root / split, split, include_masks=include_masks, num_workers=1)
+    return root / split
+
+
+@pytest.fixture(scope="module")
+def tfrecords(tmp_path_factory):
+    return make_tfrecords(tmp_path_factory.mktemp("tfrecords"), num_train=4, num_val=2)
+
+
+@pytest.fixture(scope="module")
+def two_classes(tmp_path_factory):
+    """Train and val TFRecords of circles and squares only (no triangles)."""
+    root = tmp_path_factory.mktemp("two_classes")
+    classes = ("circle", "square")
+    return SimpleNamespace(
+        train_dir=make_split(root, "train", classes=classes),
+        val_dir=make_split(root, "val", classes=classes, seed=1),
+    )
+
+
+@pytest.fixture(scope="module")
+def parent(tfrecords, tmp_path_factory):
+    """A 4-step run, evaluated at the end: the Model later tests fine-tune from."""
+    model_dir = tmp_path_factory.mktemp("parent") / "model"
+    lines = []
+    result = run_training(
+        component="train_tfod",
+        preset=PRESET,
+        hyperparameters=hyperparameters(4),
+        train_dir=tfrecords.train_dir,
+        val_dir=tfrecords.val_dir,
+        model_dir=model_dir,
+        log=lines.append,
+    )
+    return SimpleNamespace(result=result, model_dir=model_dir, lines=lines)
+
+
+@pytest.fixture()
+def no_model_built(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was built")
+
+    monkeypatch.setattr(engine.task_factory, "get_task", refuse)
+
+
+def plan(tfrecords_dirs, scratch: Path, **options):
+    """plan_run as run_training calls it, for the light preset."""
+    return plan_run(
+        component="train_tfod",
+        preset=PRESET,
+        hyperparameters=hyperparameters(2),
+        train_dir=tfrecords_dirs.train_dir,
+        val_dir=tfrecords_dirs.val_dir,
+        init_model_dir=options.get("init_model_dir"),
+        pretrained_checkpoint_uri=options.get("pretrained_checkpoint_uri", ""),
+        scratch=scratch,
+        log=options.get("log", print),
+    )
+
+
+def initialized_model(config):
+    """The model Model Garden builds for `config`, initialized as on a fresh start."""
+    task = task_factory.get_task(config.task)
+    model = task.build_model()
+    task.initialize(model)
+    return model
+
+
+def parent_model(config, checkpoint: str):
+    """A model of `config` with all the weights of a trainer checkpoint."""
+    model = task_factory.get_task(config.task).build_model()
+    tf.train.Checkpoint(model=model).read(checkpoint).expect_partial()
+    return model
+
+
+def same_weights(a, b) -> bool:
+    a, b = a.variables, b.variables
+    return len(a) == len(b) and all(np.array_equal(x.numpy(), y.numpy()) for x, y in zip(a, b))
+
+
+# --- a run ----------------------------------------------------------------------------------------
+
+
+def test_a_run_writes_the_model_artifact_and_flat_metrics(parent, tfrecords):
+    result, model_dir = parent.result, parent.model_dir
+    assert result.train.global_step == 4
+    assert (model_dir / "ckpt-4.index").is_file() and (model_dir / "params.yaml").is_file()
+    assert list((model_dir / "best").glob("best_ckpt-*.index"))
+    for name in ("label_map.pbtxt", "label_map.csv", "label_map.json", "model.json"):
+        assert (model_dir / name).is_file(), name
+    assert list((model_dir / "train").glob("events.out.tfevents.*"))
+    assert list((model_dir / "validation").glob("events.out.tfevents.*"))
+
+    assert set(result.metrics) == METRIC_KEYS
+    assert all(isinstance(value, float) for value in result.metrics.values())
+
+    metadata = result.metadata
+    assert json.loads((model_dir / "model.json").read_text()) == metadata
+    assert metadata["component"] == "train_tfod" and metadata["preset"] == PRESET
+    assert metadata["global_step"] == 4 and metadata["num_classes"] == 3
+    assert metadata["class_names"] == ["circle", "square", "triangle"]
+    assert metadata["checkpoint"] == "ckpt-4" and metadata["best_checkpoint_step"] == 4
+    assert metadata["best_checkpoint"].startswith("best/best_ckpt-")
+    assert metadata["checkpoint_uri"] is None and metadata["initial_weights"] is None
+    train = metadata["dataset"]["train"]
+    assert (train["path"], train["split"], train["num_examples"]) == (
+        str(tfrecords.train_dir),
+        "train",
+        4,
+    )
+    assert metadata["dataset"]["val"]["num_examples"] == 2
+    assert metadata["metrics"] == result.metrics
+    assert any("no checkpoint_uri" in line and "starts over" in line for line in parent.lines)
+
+
+# --- fine-tuning ----------------------------------------------------------------------------------
+
+
+def test_fine_tuning_with_the_same_label_map_restores_all_weights(parent, tfrecords, tmp_path):
+    lines = []
+    result = run_training(
+        component="train_tfod",
+        preset=PRESET,
+        hyperparameters=hyperparameters(2),
+        train_dir=tfrecords.train_dir,
+        val_dir=tfrecords.val_dir,
+        model_dir=tmp_path / "model",
+        init_model_dir=parent.model_dir,
+        log=lines.append,
+    )
+    log = "\n".join(lines)
+    assert "the label maps are identical (3 classes): restoring all weights" in log
+    assert "the global step starts at 0 and ends at 2 (the parent stopped at step 4)" in log
+    assert (result.train.global_step, result.train.resumed_from_step) == (2, None)
+    lineage = result.metadata["initial_weights"]
+    assert lineage["modules"] == "all" and lineage["checkpoint"].startswith("best/best_ckpt-")
+    assert lineage["checkpoint_step"] == 4
+    assert (lineage["preset"], lineage["global_step"]) == (PRESET, 4)
+
+    # the weights the run started from: Model Garden's initialization with the run's config
+    config = plan(tfrecords, tmp_path / "scratch", init_model_dir=parent.model_dir).config
+    model = initialized_model(config)
+    assert same_weights(model, parent_model(config, config.task.init_checkpoint))
+
+
+def test_fine_tuning_with_other_classes_restores_backbone_and_decoder(
+    parent, two_classes, tmp_path
+):
+    lines = []
+    config = plan(two_classes, tmp_path, init_model_dir=parent.model_dir, log=lines.append).config
+    assert config.task.init_checkpoint_modules == ["backbone", "decoder"]
+    log = "\n".join(lines)
+    assert "classes of init_model not in this dataset: ['triangle']" in log
+    assert "restoring the backbone and decoder only" in log
+
+    model = initialized_model(config)
+    three_classes = yaml_config_of(parent.model_dir)
+    reference = parent_model(three_classes, config.task.init_checkpoint)
+    assert same_weights(model.backbone, reference.backbone)
+    assert same_weights(model.decoder, reference.decoder)
+    assert not same_weights(model.head, reference.head)  # 2 classes now: a fresh head
+
+
+def yaml_config_of(model_dir: Path):
+    return experiment_config_from_yaml((model_dir / "params.yaml").read_text(), PRESET)
+
+
+# --- refused before any model is built ------------------------------------------------------------
+
+
+def test_train_and_val_with_different_label_maps_are_refused(
+    tfrecords, two_classes, tmp_path, no_model_built
+):
+    with pytest.raises(TrainingInputError, match="different label maps") as error:
+        run_training(
+            component="train_tfod",
+            preset=PRESET,
+            hyperparameters="",
+            train_dir=tfrecords.train_dir,
+            val_dir=two_classes.val_dir,
+            model_dir=tmp_path / "model",
+        )
+    assert "'triangle'" in str(error.value)
+
+
+def test_train_maskrcnn_refuses_boxes_without_masks_at_once(tmp_path, no_model_built):
+    boxes = SimpleNamespace(
+        train_dir=make_split(tmp_path, "train", include_masks=False),
+        val_dir=make_split(tmp_path, "val", include_masks=False, seed=1),
+    )
+    started = time.monotonic()
+    with pytest.raises(ValueError, match="masks") as error:
+        run_training(
+            component="train_maskrcnn",
+            preset="maskrcnn-mobilenetv2-light",
+            hyperparameters="",
+            train_dir=boxes.train_dir,
+            val_dir=boxes.val_dir,
+            model_dir=tmp_path / "model",
+        )
+    assert time.monotonic() - started < 5
+    assert "train_tfod" in str(error.value)
+    assert not (tmp_path / "model").exists()
+
+
+# --- pretrained checkpoints -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pretrained(tfrecords, tmp_path_factory):
+    """A backbone + decoder checkpoint as Model Garden's public ones hold them."""
+    root = tmp_path_factory.mktemp("pretrained")
+    config = plan(tfrecords, root / "scratch").config
+    model = task_factory.get_task(config.task).build_model()
+    prefix = tf.train.Checkpoint(backbone=model.backbone, decoder=model.decoder).write(
+        str(root / "checkpoint" / "ckpt-100")
+    )
+    return SimpleNamespace(prefix=prefix, model=model, root=root)
+
+
+def check_initialized_from(pretrained, config):
+    model = initialized_model(config)
+    assert config.task.init_checkpoint_modules == ["backbone", "decoder"]
+    assert same_weights(model.backbone, pretrained.model.backbone)
+    assert same_weights(model.decoder, pretrained.model.decoder)
+    assert not same_weights(model.head, pretrained.model.head)  # the head was not in it
+
+
+def test_a_pretrained_checkpoint_from_a_local_prefix_or_archive(pretrained, tfrecords, tmp_path):
+    lines = []
+    config = plan(
+        tfrecords, tmp_path, pretrained_checkpoint_uri=pretrained.prefix, log=lines.append
+    ).config
+    assert config.task.init_checkpoint == pretrained.prefix
+    assert f"initial weights: backbone and decoder from {pretrained.prefix}" in lines
+    check_initialized_from(pretrained, config)
+
+    archive = tmp_path / "pretrained.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(Path(pretrained.prefix).parent, arcname="mobilenetv2_ckpt")
+    config = plan(tfrecords, tmp_path / "scratch", pretrained_checkpoint_uri=str(archive)).config
+    assert config.task.init_checkpoint.endswith("mobilenetv2_ckpt/ckpt-100")
+    check_initialized_from(pretrained, config)
+
+
+@pytest.mark.usefixtures("gcs_emulator")
+def test_a_pretrained_checkpoint_from_gcs(pretrained, tfrecords, tmp_path):
+    create_bucket("weights")
+    for file in Path(pretrained.prefix).parent.glob("ckpt-100.*"):
+        storage.upload_file(file, f"gs://weights/mobilenetv2/{file.name}")
+    uri = "gs://weights/mobilenetv2/ckpt-100"
+    config = plan(tfrecords, tmp_path, pretrained_checkpoint_uri=uri).config
+    assert config.task.init_checkpoint == str(tmp_path / "checkpoint" / "ckpt-100")
+    check_initialized_from(pretrained, config)
+
+
+def test_a_pretrained_checkpoint_without_the_modules_is_refused(pretrained, tfrecords, tmp_path):
+    prefix = tf.train.Checkpoint(net=pretrained.model.backbone).write(str(tmp_path / "ckpt-1"))
+    with pytest.raises(TrainingInputError, match="has no backbone or decoder at its top level"):
+        plan(tfrecords, tmp_path / "scratch", pretrained_checkpoint_uri=prefix)
+    with pytest.raises(TrainingInputError, match="no TensorFlow checkpoint"):
+        plan(tfrecords, tmp_path / "scratch", pretrained_checkpoint_uri=str(tmp_path / "none"))
