@@ -30,7 +30,9 @@ compile: $(INSTALLED)
 	$(BIN)/cvat-kfp compile
 
 bench: $(INSTALLED)
+	$(BIN)/python bench/export_annotations.py
 	$(BIN)/python bench/convert_to_tfrecord.py
+	$(BIN)/python bench/train.py
 
 # Regenerates the transitive pin list from a clean resolve of setup.cfg.
 lock:
