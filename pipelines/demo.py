@@ -8,7 +8,14 @@ from pathlib import Path
 
 def run_demo(work_dir: str | Path, num_images: int = 40, seed: int = 0) -> dict[str, Path]:
     """Generate a shapes Dataset, run dataset-preparation locally; returns the TFRecords dirs."""
+    import warnings
+
     from kfp import local
+
+    # kfp.local warns once per task that our image is not a plain Python image, and that
+    # cluster-only settings are ignored: both expected when running on a laptop.
+    warnings.filterwarnings("ignore", message=".*non-Python base image", category=RuntimeWarning)
+    warnings.filterwarnings("ignore", message=".*have no effect in the current local runner")
 
     from cvat_kfp.components.common.synthetic import make_shapes_dataset
     from cvat_kfp.pipelines.dataset_preparation import SPLITS, dataset_preparation
