@@ -14,11 +14,10 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
+from ..common.image_file import ORIENTATION_TAG, QUARTER_TURN_ORIENTATIONS
 from ..common.report import Report
 
 EXIF_POLICIES = ("apply", "ignore", "refuse")
-ORIENTATION_TAG = 0x0112
-QUARTER_TURN_ORIENTATIONS = (5, 6, 7, 8)
 JPEG_QUALITY = 95
 
 # PIL format -> image/format; MPO (camera multi-picture JPEG) decodes as its first JPEG.

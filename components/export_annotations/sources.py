@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 from cvat_kfp.components.common import storage
 
-from .archives import (
+from ..common.archives import (
     DEFAULT_MAX_ENTRIES,
     DEFAULT_MAX_TOTAL_BYTES,
     ArchiveError,

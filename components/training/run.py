@@ -40,8 +40,8 @@ import tensorflow as tf
 import yaml
 
 from ..common import storage
+from ..common.archives import extract_archive, has_archive_suffix
 from ..common.label_map import JSON_FILE, LabelMap, LabelMapError
-from ..export_annotations.archives import extract_archive, has_archive_suffix
 from . import engine
 from .checkpoints import checkpoint_step
 from .engine import BEST_INFO_FILE, CONFIG_FILE, MANIFEST_FILE, TrainingInputError, TrainResult

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from cvat_kfp.components.common import storage
+from cvat_kfp.components.common.archives import ArchiveError
 from cvat_kfp.components.common.storage import ObjectNotFoundError, UnsupportedSchemeError
-from cvat_kfp.components.export_annotations.archives import ArchiveError
 from cvat_kfp.components.export_annotations.sources import fetch_source
 from tests.gcs_emulator import create_bucket
 

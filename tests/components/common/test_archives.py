@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cvat_kfp.components.export_annotations.archives import (
+from cvat_kfp.components.common.archives import (
     ArchiveError,
     archive_format,
     extract_archive,

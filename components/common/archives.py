@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from cvat_kfp.components.common.storage import safe_relative_path
+from .storage import safe_relative_path
 
 DEFAULT_MAX_TOTAL_BYTES = 50 * 2**30
 DEFAULT_MAX_ENTRIES = 1_000_000
