@@ -17,3 +17,22 @@ def shared_test_data() -> Path:
     if not SHARED_TEST_DATA.is_dir():
         pytest.skip(f"third-party test data not found at {SHARED_TEST_DATA}")
     return SHARED_TEST_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_retinanet(tmp_path_factory) -> Path:
+    """A light RetinaNet trained 160 steps on shapes (tests/trained_models.py); `.parent/test`
+    holds a test split's TFRecords."""
+    from tests.trained_models import train_tiny_model
+
+    root = tmp_path_factory.mktemp("tiny_retinanet")
+    return train_tiny_model(root, "retinanet-mobilenetv2-light")
+
+
+@pytest.fixture(scope="session")
+def tiny_maskrcnn(tmp_path_factory) -> Path:
+    """A light Mask R-CNN trained a few steps on shapes with masks; `.parent/test` as above."""
+    from tests.trained_models import train_tiny_model
+
+    root = tmp_path_factory.mktemp("tiny_maskrcnn")
+    return train_tiny_model(root, "maskrcnn-mobilenetv2-light")

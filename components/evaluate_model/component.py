@@ -1,0 +1,61 @@
+"""KFP face of evaluate-model; the work is in evaluate.py."""
+
+from kfp import dsl
+from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
+
+from cvat_kfp.components.common.component_image import gpu_image
+
+
+@dsl.component(base_image=gpu_image(), install_kfp_package=False)
+def evaluate_model(
+    model: Input[Model],
+    test_tfrecords: Input[Dataset],
+    metrics: Output[Metrics],
+    evaluation: Output[Dataset],
+    confusion_matrix: Output[ClassificationMetrics],
+    ap_table: Output[Markdown],
+    report: Output[HTML],
+    checkpoint: str = "best",
+    score_threshold: float = 0.5,
+    iou_threshold: float = 0.5,
+    max_report_images: int = 24,
+):
+    """Evaluates a model on the test split: COCO metrics, per-class AP, confusion matrix, report.
+
+    Args:
+        model: A trained Model (train-tfod / train-maskrcnn) or an exported model (export-model).
+        test_tfrecords: The test split's TFRecords (convert-to-tfrecord), same classes as the model.
+        metrics: The 12 COCO stats for boxes (AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100,
+            ARs, ARm, ARl), and the same with a mask_ prefix for Mask R-CNN models.
+        evaluation: detections.json (COCO results form), ground_truth.json (COCO), per_class.json
+            and metrics.json: the numbers behind the report, for other tools.
+        confusion_matrix: Predicted vs true class of every ground-truth object (one extra
+            "background" row and column for missed objects and false detections).
+        ap_table: Per-class AP, AP50 and AP75 (and mask AP), as a Markdown table.
+        report: A self-contained HTML page: precision-recall curves per class and a grid of
+            test images with ground truth and predictions drawn.
+        checkpoint: For a trained Model: "best" (the best val AP, the default) or "latest".
+        score_threshold: Lowest score that counts as a detection in the confusion matrix and the
+            drawn images (COCO AP uses every detection).
+        iou_threshold: Overlap at which a detection matches a ground-truth object in the
+            confusion matrix.
+        max_report_images: How many test images the report draws.
+    """
+    from cvat_kfp.components.evaluate_model.evaluate import evaluate_model_dir
+
+    result = evaluate_model_dir(
+        model_dir=model.path,
+        test_dir=test_tfrecords.path,
+        output_dir=evaluation.path,
+        checkpoint=checkpoint,
+        score_threshold=score_threshold,
+        iou_threshold=iou_threshold,
+        max_report_images=max_report_images,
+    )
+    for name, value in result.metrics.items():
+        metrics.log_metric(name, value)
+    confusion_matrix.log_confusion_matrix(result.class_names, result.confusion_matrix)
+    with open(ap_table.path, "w", encoding="utf-8") as out:
+        out.write(result.ap_table_markdown)
+    with open(report.path, "w", encoding="utf-8") as out:
+        out.write(result.report_html)

@@ -1,0 +1,49 @@
+"""KFP face of export-model; the work is in export.py."""
+
+from kfp import dsl
+from kfp.dsl import Input, Markdown, Metrics, Model, Output
+
+from cvat_kfp.components.common.component_image import cpu_image
+
+
+@dsl.component(base_image=cpu_image(), install_kfp_package=False)
+def export_model(
+    model: Input[Model],
+    exported_model: Output[Model],
+    model_card: Output[Markdown],
+    test_metrics: Input[Metrics] = None,
+    checkpoint: str = "best",
+    tflite: str = "auto",
+    destination_uri: str = "",
+):
+    """Exports a trained model as a SavedModel (and TFLite) that serves CVAT-ready detections.
+
+    The serving signature takes one uint8 image [1, H, W, 3] (serving_default) or its encoded
+    bytes (serve_image_bytes) and returns boxes normalized to the original image
+    [ymin, xmin, ymax, xmax], class ids 1..N and names, scores, num_detections, and full-image
+    masks for Mask R-CNN models.
+
+    Args:
+        model: The trained Model (train-tfod / train-maskrcnn).
+        exported_model: saved_model/, label_map.json, classes.csv (CVAT's label order),
+            model_card.md, and model.tflite when exported.
+        model_card: Preset, dataset lineage, training steps, metrics and label map.
+        test_metrics: Optional metrics of evaluate-model, shown in the model card.
+        checkpoint: "best" (the best val AP, the default) or "latest".
+        tflite: "auto" (for the mobile presets), "yes" or "no".
+        destination_uri: Optional gs:// URI or path to copy the export to as well; the copy is
+            complete before it becomes visible (a _SUCCESS marker written last).
+    """
+    from cvat_kfp.components.export_model.export import export_model_dir
+
+    result = export_model_dir(
+        model_dir=model.path,
+        output_dir=exported_model.path,
+        checkpoint=checkpoint,
+        tflite=tflite,
+        destination_uri=destination_uri,
+        test_metrics=dict(test_metrics.metadata) if test_metrics is not None else None,
+    )
+    exported_model.metadata.update(result.metadata)
+    with open(model_card.path, "w", encoding="utf-8") as out:
+        out.write(result.model_card_markdown)
