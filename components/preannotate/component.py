@@ -12,7 +12,7 @@ def preannotate(
     predictions: Output[Dataset],
     report: Output[Markdown],
     cvat_url: str,
-    task_id: int,
+    task_id: str,
     score_threshold: float = 0.5,
     mask_format: str = "polygon",
     unknown_labels: str = "error",
@@ -30,7 +30,8 @@ def preannotate(
         predictions: The predictions as a COCO file (predictions.json), uploaded or not.
         report: Frames, shapes per label, what was skipped and why.
         cvat_url: The CVAT server, e.g. https://cvat.example.com.
-        task_id: The CVAT task to pre-annotate.
+        task_id: The CVAT task id to pre-annotate (a number; a string so that pipelines can
+            leave it empty to skip the step).
         score_threshold: Lowest score of a prediction that is kept.
         mask_format: For Mask R-CNN models: "polygon" or "mask" (CVAT masks).
         unknown_labels: Model labels the task lacks: "error" (fail, listing them) or "skip".
