@@ -1,12 +1,16 @@
-"""A local stand-in for a CVAT server: the REST endpoints cvat-sdk calls to export datasets.
+"""A local stand-in for a CVAT server: the REST endpoints cvat-sdk calls to export datasets, to
+read a task's labels, data meta and frames, and to read, replace, extend and delete its
+annotations.
 
 Its JSON carries the fields a CVAT 2.x server sends, so cvat-sdk's strict response models check
-the shapes. Tests register projects, tasks, jobs and the archive each export serves, inject
-failures per route, and read back every request the server got.
+the shapes. Tests register projects, tasks (with labels and frames), jobs and the archive each
+export serves, inject failures per route, and read back every request the server got and the
+annotations each task holds.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import threading
@@ -15,12 +19,37 @@ from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
+from PIL import Image
+
 USER_ID = 1
 DATE = "2025-01-15T10:00:00.000000Z"
 PAGE_SIZE = 2  # small, so that listing jobs and tasks takes several pages
 SESSION_ID = "mock-session-id"
 CSRF_TOKEN = "mock-csrf-token"
 EXPORT_FORMATS = ("COCO 1.0", "CVAT for images 1.1", "YOLO 1.1")
+LABEL_TYPES = ("any", "rectangle", "polygon", "mask", "points", "polyline", "ellipse", "cuboid")
+LABEL_TYPES += ("skeleton", "tag")
+SHAPE_TYPES = ("rectangle", "polygon", "polyline", "points", "ellipse", "cuboid", "mask")
+SHAPE_TYPES += ("skeleton",)
+SHAPE_DEFAULTS = {
+    "occluded": False,
+    "outside": False,
+    "z_order": 0,
+    "rotation": 0.0,
+    "group": None,
+    "source": "manual",
+    "attributes": [],
+    "elements": [],
+}
+
+
+@dataclass
+class MockFrame:
+    name: str
+    data: bytes  # what GET .../data/?type=frame&quality=original serves
+    width: int
+    height: int
+    content_type: str = "image/png"
 
 
 @dataclass
@@ -59,6 +88,10 @@ class CvatMockServer:
     requests: list[RecordedRequest] = field(default_factory=list)
     failures: dict[tuple[str, str], list[int]] = field(default_factory=dict)
     exports: dict[str, ExportRequest] = field(default_factory=dict)
+    labels: dict[int, dict] = field(default_factory=dict)  # label id -> {name, type, task_id}
+    frames: dict[int, list[MockFrame]] = field(default_factory=dict)  # task id -> its frames
+    annotations: dict[int, dict] = field(default_factory=dict)  # task id -> {version, shapes, ...}
+    next_shape_id: int = 1
 
     # --- setting up
 
@@ -74,13 +107,57 @@ class CvatMockServer:
         size: int = 4,
         overlap: int = 0,
         archive: bytes | None = None,
+        labels: list[str | tuple[str, str]] = (),
+        frames: list[MockFrame | tuple[str, bytes]] = (),
+        deleted_frames: list[int] = (),
+        video: str = "",
     ) -> None:
-        """A task and its annotation jobs ({job id: state}; default one "new" job)."""
-        self.tasks[task_id] = {"project_id": project_id, "size": size, "overlap": overlap}
+        """A task and its annotation jobs ({job id: state}; default one "new" job).
+
+        `labels` are names (type "any") or (name, type); `frames` are MockFrames or (name, encoded
+        image) pairs, whose size is read from the image; their count is the task size. A `video`
+        task (its file name) has one meta frame entry, the first frame's size, as CVAT sends.
+        """
+        frames = [f if isinstance(f, MockFrame) else _frame(*f) for f in frames]
+        size = len(frames) if frames else size
+        self.tasks[task_id] = {
+            "project_id": project_id,
+            "size": size,
+            "overlap": overlap,
+            "deleted_frames": list(deleted_frames),
+            "video": video,
+        }
         for job_id, state in (jobs or {task_id * 100 + 1: "new"}).items():
             self.add_job(job_id, task_id, state)
         if archive is not None:
             self.archives[f"task-{task_id}"] = archive
+        for label in labels:
+            name, kind = (label, "any") if isinstance(label, str) else label
+            self.add_label(task_id, name, kind)
+        self.frames[task_id] = frames
+        self.annotations[task_id] = {"version": 0, "tags": [], "shapes": [], "tracks": []}
+
+    def add_label(self, task_id: int, name: str, type: str = "any") -> int:
+        assert type in LABEL_TYPES, type
+        label_id = max(self.labels, default=0) + 1
+        self.labels[label_id] = {"name": name, "type": type, "task_id": task_id}
+        return label_id
+
+    def label_id(self, task_id: int, name: str) -> int:
+        (label_id,) = (
+            i
+            for i, lb in self.labels.items()
+            if (lb["task_id"], lb["name"])
+            == (
+                task_id,
+                name,
+            )
+        )
+        return label_id
+
+    def add_shapes(self, task_id: int, *shapes: dict) -> None:
+        """Annotations already in the task (LabeledShape JSON; defaults filled in)."""
+        self.annotations[task_id]["shapes"] += [self._stored_shape(s) for s in shapes]
 
     def add_job(self, job_id: int, task_id: int, state: str, type: str = "annotation") -> None:
         self.jobs[job_id] = {"task_id": task_id, "state": state, "type": type}
@@ -90,6 +167,9 @@ class CvatMockServer:
         self.failures.setdefault((method, path), []).extend(statuses)
 
     # --- reading back
+
+    def shapes(self, task_id: int) -> list[dict]:
+        return self.annotations[task_id]["shapes"]
 
     def calls(self, method: str, path_pattern: str = "") -> list[RecordedRequest]:
         return [
@@ -230,7 +310,157 @@ class CvatMockServer:
         name = f"{kind}_{object_id}_dataset_coco_1_0.zip"
         return 200, archive, [("Content-Disposition", f'attachment; filename="{name}"')]
 
+    def list_labels(self, query):
+        ids = [
+            label_id
+            for label_id, label in sorted(self.labels.items())
+            if "task_id" not in query or str(label["task_id"]) == query["task_id"]
+        ]
+        return self._page("/api/labels", query, [self._label_json(i) for i in ids])
+
+    def data_meta(self, query, task_id):
+        task_id = int(task_id)
+        if task_id not in self.tasks:
+            return 404, {"detail": "Not found."}
+        task, frames = self.tasks[task_id], self.frames.get(task_id, [])
+        described = frames[:1] if task["video"] else frames
+        return 200, {
+            "chunks_updated_date": DATE,
+            "chunk_size": 72,
+            "size": task["size"],
+            "image_quality": 70,
+            "start_frame": 0,
+            "stop_frame": max(task["size"] - 1, 0),
+            "frame_filter": "",
+            "frames": [
+                {
+                    "width": f.width,
+                    "height": f.height,
+                    "name": task["video"] or f.name,
+                    "related_files": 0,
+                    "has_related_context": False,
+                }
+                for f in described
+            ],
+            "deleted_frames": task["deleted_frames"],
+            "included_frames": None,
+            "chapters": None,
+            "storage": "local",
+            "cloud_storage_id": None,
+        }
+
+    def data(self, query, task_id):
+        task_id = int(task_id)
+        if task_id not in self.tasks:
+            return 404, {"detail": "Not found."}
+        if query.get("type") != "frame":
+            return 400, {"detail": f"the stand-in serves frames only, not {query.get('type')}"}
+        frames = self.frames.get(task_id, [])
+        number = int(query.get("number", -1))
+        if not 0 <= number < len(frames):
+            return 400, [f"Invalid frame number: {number}"]
+        frame = frames[number]
+        return 200, frame.data, [("Content-Type", frame.content_type)]
+
+    def get_annotations(self, query, task_id):
+        if int(task_id) not in self.tasks:
+            return 404, {"detail": "Not found."}
+        return 200, self._annotations_json(int(task_id))
+
+    def put_annotations(self, query, body, task_id):
+        task_id = int(task_id)
+        if task_id not in self.tasks:
+            return 404, {"detail": "Not found."}
+        data = json.loads(body or b"{}")
+        shapes, error = self._checked_shapes(task_id, data.get("shapes", []))
+        if error:
+            return 400, error
+        stored = self.annotations[task_id]
+        stored.update(tags=[], tracks=[], shapes=shapes, version=stored["version"] + 1)
+        return 200, self._annotations_json(task_id)
+
+    def patch_annotations(self, query, body, task_id):
+        task_id = int(task_id)
+        if task_id not in self.tasks:
+            return 404, {"detail": "Not found."}
+        if query.get("action") != "create":
+            return 400, {"detail": f"the stand-in creates only, not {query.get('action')!r}"}
+        data = json.loads(body or b"{}")
+        shapes, error = self._checked_shapes(task_id, data.get("shapes", []))
+        if error:
+            return 400, error
+        stored = self.annotations[task_id]
+        stored["shapes"] += shapes
+        stored["version"] += 1
+        return 200, {**self._annotations_json(task_id), "shapes": shapes}
+
+    def delete_annotations(self, query, task_id):
+        task_id = int(task_id)
+        if task_id not in self.tasks:
+            return 404, {"detail": "Not found."}
+        stored = self.annotations[task_id]
+        stored.update(tags=[], tracks=[], shapes=[], version=stored["version"] + 1)
+        return 204, None
+
+    def _checked_shapes(self, task_id: int, shapes: list[dict]) -> tuple[list[dict], object]:
+        """The shapes as stored, with ids, or CVAT's kind of 400 answer for the first bad one."""
+        task = self.tasks[task_id]
+        checked = []
+        for shape in shapes:
+            label = self.labels.get(shape.get("label_id"))
+            points = shape.get("points", [])
+            frame = shape.get("frame")
+            if label is None or label["task_id"] != task_id:
+                return [], {"detail": f"label {shape.get('label_id')} is not in the task"}
+            if label["type"] not in ("any", shape.get("type")):
+                return [], {"detail": f"a {label['type']} label cannot take a {shape.get('type')}"}
+            if shape.get("type") not in SHAPE_TYPES:
+                return [], {"type": [f'"{shape.get("type")}" is not a valid choice.']}
+            if not isinstance(frame, int) or not 0 <= frame < task["size"]:
+                return [], {"detail": f"frame {frame} is outside the task"}
+            if frame in task["deleted_frames"]:
+                return [], {"detail": f"frame {frame} is deleted"}
+            wanted = {"rectangle": 4}.get(shape["type"])
+            if (
+                (wanted and len(points) != wanted)
+                or (shape["type"] == "polygon" and (len(points) < 6 or len(points) % 2))
+                or (shape["type"] == "mask" and len(points) < 5)
+            ):
+                return [], {"points": [f"bad points for a {shape['type']}: {points}"]}
+            checked.append(self._stored_shape(shape))
+        return checked, None
+
+    def _stored_shape(self, shape: dict) -> dict:
+        stored = {**SHAPE_DEFAULTS, **shape, "id": self.next_shape_id}
+        self.next_shape_id += 1
+        return stored
+
     # --- JSON as CVAT writes it
+
+    def _label_json(self, label_id: int) -> dict:
+        label = self.labels[label_id]
+        return {
+            "id": label_id,
+            "name": label["name"],
+            "color": "#33ddff",
+            "attributes": [],
+            "type": label["type"],
+            "svg": "",
+            "sublabels": [],
+            "project_id": None,
+            "task_id": label["task_id"],
+            "parent_id": None,
+            "has_parent": False,
+        }
+
+    def _annotations_json(self, task_id: int) -> dict:
+        stored = self.annotations[task_id]
+        return {
+            "version": stored["version"],
+            "tags": stored["tags"],
+            "shapes": stored["shapes"],
+            "tracks": stored["tracks"],
+        }
 
     def _page(self, path: str, query: dict, results: list) -> tuple:
         page = int(query.get("page", 1))
@@ -308,7 +538,7 @@ class CvatMockServer:
             "image_quality": 70,
             "data": task_id,
             "dimension": "2d",
-            "media_type": "image",
+            "media_type": "video" if task.get("video") else "image",
             "subset": "Train",
             "organization": None,
             "target_storage": self._storage(task_id * 2),
@@ -407,7 +637,8 @@ class CvatMockServer:
         )
         if cookies.get("sessionid") != SESSION_ID:
             return 401, {"detail": "Authentication credentials were not provided."}
-        if method == "POST" and headers.get("X-CSRFToken") != cookies.get("csrftoken"):
+        unsafe = method in ("POST", "PUT", "PATCH", "DELETE")
+        if unsafe and headers.get("X-CSRFToken") != cookies.get("csrftoken"):
             return 403, {"detail": "CSRF Failed: CSRF token missing."}
         return None
 
@@ -422,7 +653,21 @@ ROUTES = [  # (method, path pattern, endpoint, needs authentication)
     ("POST", r"/api/(task|project|job)s/(\d+)/dataset/export", "export", True),
     ("GET", r"/api/requests/([^/]+)", "request_status", True),
     ("GET", r"/api/(task|project|job)s/(\d+)/dataset/download", "download", True),
+    ("GET", r"/api/labels", "list_labels", True),
+    ("GET", r"/api/tasks/(\d+)/data/meta", "data_meta", True),
+    ("GET", r"/api/tasks/(\d+)/data/?", "data", True),
+    ("GET", r"/api/tasks/(\d+)/annotations/?", "get_annotations", True),
+    ("PUT", r"/api/tasks/(\d+)/annotations/?", "put_annotations", True),
+    ("PATCH", r"/api/tasks/(\d+)/annotations/?", "patch_annotations", True),
+    ("DELETE", r"/api/tasks/(\d+)/annotations/?", "delete_annotations", True),
 ]
+WITH_BODY = ("login", "put_annotations", "patch_annotations")
+
+
+def _frame(name: str, data: bytes) -> MockFrame:
+    with Image.open(io.BytesIO(data)) as image:
+        content_type = Image.MIME.get(image.format, "application/octet-stream")
+        return MockFrame(name, data, image.width, image.height, content_type)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -431,6 +676,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         self._handle("POST")
+
+    def do_PUT(self):
+        self._handle("PUT")
+
+    def do_PATCH(self):
+        self._handle("PATCH")
+
+    def do_DELETE(self):
+        self._handle("DELETE")
 
     def log_message(self, format, *args):
         pass  # quiet tests
@@ -454,19 +708,25 @@ class _Handler(BaseHTTPRequestHandler):
                 continue
             if needs_auth and (error := mock.authentication_error(method, self.headers)):
                 return self._send(*error)
-            arguments = (query, body) if endpoint == "login" else (query,)
+            arguments = (query, body) if endpoint in WITH_BODY else (query,)
             return self._send(*getattr(mock, endpoint)(*arguments, *match.groups()))
         self._send(404, {"detail": f"no route for {method} {path}"})
 
     def _send(self, status: int, body, headers=()) -> None:
-        if isinstance(body, bytes):
+        if body is None:
+            data, content_type = b"", ""
+        elif isinstance(body, bytes):
             data, content_type = body, "application/zip"
         else:
             data, content_type = json.dumps(body).encode(), "application/json"
+        headers = list(headers)
+        content_type = next((v for k, v in headers if k == "Content-Type"), content_type)
         self.send_response(status)
-        self.send_header("Content-Type", content_type)
+        if content_type:
+            self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         for name, value in headers:
-            self.send_header(name, value)
+            if name != "Content-Type":
+                self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
