@@ -26,11 +26,14 @@ def evaluate_model(
         model: A trained Model (train-tfod / train-maskrcnn) or an exported model (export-model).
         test_tfrecords: The test split's TFRecords (convert-to-tfrecord), same classes as the model.
         metrics: The 12 COCO stats for boxes (AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100,
-            ARs, ARm, ARl), and the same with a mask_ prefix for Mask R-CNN models.
+            ARs, ARm, ARl), and the same with a mask_ prefix for Mask R-CNN models. -1 (COCO's
+            convention) where the test split has no object of that size.
         evaluation: detections.json (COCO results form), ground_truth.json (COCO), per_class.json
             and metrics.json: the numbers behind the report, for other tools.
         confusion_matrix: Predicted vs true class of every ground-truth object (one extra
-            "background" row and column for missed objects and false detections).
+            "background" row and column for missed objects and false detections). Per image,
+            detections with score >= score_threshold, best first, each take the unmatched
+            object they overlap most at box IoU >= iou_threshold, whatever the class.
         ap_table: Per-class AP, AP50 and AP75 (and mask AP), as a Markdown table.
         report: A self-contained HTML page: precision-recall curves per class and a grid of
             test images with ground truth and predictions drawn.

@@ -1,0 +1,422 @@
+"""evaluate-model: COCO metrics, per-class AP, confusion matrix and report on a test split.
+
+`evaluate_model_dir` loads the model (a trained Model or an exported model) through
+`load_predictor`; `evaluate` does the work with any Predictor, so tests can give it fakes.
+
+Outputs (the `output_dir`, the component's `evaluation` artifact):
+- detections.json: every detection in COCO results form (pixel [x, y, w, h] boxes; compressed
+  RLE masks with str counts for mask models), all scores (COCO AP ranks them all);
+- ground_truth.json: the test split in COCO instances form (pixel boxes, RLE masks);
+- per_class.json: per-class counts, AP/AP50/AP75 (and mask_*), and the precision-recall curves;
+- metrics.json: the metrics, the confusion matrix, the thresholds and the model's description.
+
+Metrics keep COCO's -1 for "no ground-truth object of that size" (see coco_eval.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from ..common.label_map import LabelMap
+from .coco_eval import STAT_NAMES, CocoEvalResult, run_cocoeval
+from .confusion import BACKGROUND, ImageMatches, confusion_matrix, match_image
+from .report_html import ReportImage, render_report
+from .tfrecords import Split, decode_image, encode_rle, load_split
+
+Log = Callable[[str], None]
+
+DETECTIONS_FILE = "detections.json"
+GROUND_TRUTH_FILE = "ground_truth.json"
+PER_CLASS_FILE = "per_class.json"
+METRICS_FILE = "metrics.json"
+
+
+class EvaluationError(ValueError):
+    """The model cannot be evaluated on this split: label maps differ, bad arguments, bad output."""
+
+
+@dataclass
+class ImagePredictions:
+    """One test image's detections, in pixels (COCO [x, y, w, h])."""
+
+    image_id: int
+    boxes: np.ndarray  # float64 [N, 4]
+    classes: np.ndarray  # int [N]
+    scores: np.ndarray  # float [N]
+    masks: list[dict] | None  # compressed RLEs, or None for a box model
+
+
+@dataclass
+class EvaluationResult:
+    metrics: dict[str, float]  # AP ... ARl, and mask_AP ... mask_ARl for mask models; -1: n/a
+    class_names: list[str]  # the confusion matrix's categories: the label map's, then background
+    confusion_matrix: list[list[int]]  # rows true, columns predicted
+    ap_table_markdown: str
+    report_html: str
+    per_class: list[dict] = field(default_factory=list)
+    num_images: int = 0
+    num_objects: int = 0
+    num_detections: int = 0
+
+
+def evaluate_model_dir(
+    model_dir: str | os.PathLike,
+    test_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    checkpoint: str = "best",
+    score_threshold: float = 0.5,
+    iou_threshold: float = 0.5,
+    max_report_images: int = 24,
+    log: Log = print,
+) -> EvaluationResult:
+    """Evaluate the model in `model_dir` (trained or exported) on the TFRecords in `test_dir`."""
+    from ..inference.predictor import load_predictor
+
+    _check_arguments(score_threshold, iou_threshold, max_report_images)
+    split = load_split(test_dir)  # before the model: a bad split fails in a second
+    predictor = load_predictor(model_dir, checkpoint=checkpoint)
+    return evaluate(
+        predictor,
+        split,
+        output_dir,
+        score_threshold=score_threshold,
+        iou_threshold=iou_threshold,
+        max_report_images=max_report_images,
+        log=log,
+    )
+
+
+def evaluate(
+    predictor,
+    test: Split | str | os.PathLike,
+    output_dir: str | os.PathLike,
+    *,
+    score_threshold: float = 0.5,
+    iou_threshold: float = 0.5,
+    max_report_images: int = 24,
+    log: Log = print,
+) -> EvaluationResult:
+    """Run `predictor` (components/inference Predictor) on every test image and evaluate."""
+    _check_arguments(score_threshold, iou_threshold, max_report_images)
+    split = test if isinstance(test, Split) else load_split(test)
+    check_label_maps(predictor.label_map, split.label_map, split.directory)
+    label_map = split.label_map
+    description = dict(getattr(predictor, "description", {}) or {})
+    log(
+        f"evaluating {description.get('preset', 'the model')} on {len(split.images)} test "
+        f"images ({split.num_objects} objects, {len(label_map)} classes) from {split.directory}"
+    )
+
+    predictions = _predict_all(predictor, split, log)
+    detections = coco_detections(predictions)
+
+    evaluations = [run_cocoeval(split.ground_truth, detections, "bbox")]
+    if predictor.has_masks and split.has_masks:
+        evaluations.append(run_cocoeval(split.ground_truth, detections, "segm"))
+    elif predictor.has_masks:
+        log("the test split has no masks: mask metrics are left out, boxes only")
+    metrics = {name: value for e in evaluations for name, value in e.metrics().items()}
+
+    matches, gt_classes, det_classes = _match_all(
+        split, predictions, score_threshold, iou_threshold
+    )
+    matrix = confusion_matrix(matches, gt_classes, det_classes, len(label_map))
+    categories = [*label_map.names, _background_name(label_map)]
+    per_class = per_class_rows(evaluations)
+    ap_table = ap_table_markdown(per_class, evaluations)
+
+    report = render_report(
+        title="Model evaluation",
+        description=description,
+        split_description=f"{split.directory.name}: {len(split.images)} images, "
+        f"{split.num_objects} objects",
+        evaluations=evaluations,
+        per_class=per_class,
+        categories=categories,
+        matrix=matrix,
+        images=_report_images(split, predictions, matches, score_threshold, max_report_images),
+        label_map=label_map,
+        score_threshold=score_threshold,
+        iou_threshold=iou_threshold,
+        num_detections=len(detections),
+    )
+
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(output_dir / DETECTIONS_FILE, detections)
+    _write_json(output_dir / GROUND_TRUTH_FILE, split.ground_truth)
+    recall = evaluations[0].recall_thresholds
+    _write_json(output_dir / PER_CLASS_FILE, {"recall_thresholds": recall, "classes": per_class})
+    _write_json(
+        output_dir / METRICS_FILE,
+        {
+            "metrics": metrics,
+            "num_images": len(split.images),
+            "num_objects": split.num_objects,
+            "num_detections": len(detections),
+            "score_threshold": score_threshold,
+            "iou_threshold": iou_threshold,
+            "confusion_matrix": {"categories": categories, "matrix": matrix},
+            "model": description,
+            "note": "-1: no ground-truth object of that size (COCO's convention)",
+        },
+    )
+    for evaluation in evaluations:
+        log(f"COCO {evaluation.iou_type} evaluation:\n{evaluation.summary.rstrip()}")
+    log(summary_line(metrics, len(detections)))
+    return EvaluationResult(
+        metrics=metrics,
+        class_names=categories,
+        confusion_matrix=matrix,
+        ap_table_markdown=ap_table,
+        report_html=report,
+        per_class=per_class,
+        num_images=len(split.images),
+        num_objects=split.num_objects,
+        num_detections=len(detections),
+    )
+
+
+def _check_arguments(score_threshold: float, iou_threshold: float, max_report_images: int):
+    if not 0.0 <= score_threshold <= 1.0:
+        raise EvaluationError(f"score_threshold must be in [0, 1], got {score_threshold}")
+    if not 0.0 < iou_threshold <= 1.0:
+        raise EvaluationError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
+    if max_report_images < 0:
+        raise EvaluationError(f"max_report_images must be >= 0, got {max_report_images}")
+
+
+def check_label_maps(model: LabelMap, test: LabelMap, test_dir) -> None:
+    """The model's classes must be the test split's: same names with the same ids."""
+    if tuple(model.names) == tuple(test.names):
+        return
+    differences = []
+    for class_id in range(1, max(len(model), len(test)) + 1):
+        ours = model.names[class_id - 1] if class_id <= len(model) else None
+        theirs = test.names[class_id - 1] if class_id <= len(test) else None
+        if ours != theirs:
+            differences.append(f"id {class_id}: model {_name(ours)}, test split {_name(theirs)}")
+    raise EvaluationError(
+        f"the model's label map ({len(model)} classes) differs from the test split's at "
+        f"{test_dir} ({len(test)} classes): {'; '.join(differences)}. Evaluate on a test split "
+        "converted with the classes the model was trained on (same names, same ids)."
+    )
+
+
+def _name(name: str | None) -> str:
+    return repr(name) if name is not None else "(no class)"
+
+
+def _background_name(label_map: LabelMap) -> str:
+    name = BACKGROUND
+    while name in label_map.names:  # a class of that name: keep the categories distinct
+        name = f"({name})"
+    return name
+
+
+def _predict_all(predictor, split: Split, log: Log) -> list[ImagePredictions]:
+    num_classes = len(split.label_map)
+    started, last_log = time.monotonic(), time.monotonic()
+    predictions = []
+    for index, image in enumerate(split.images, start=1):
+        pixels = decode_image(image)
+        found = predictor.predict(pixels)
+        where = f"the model's detections on {image.file_name} (id {image.id})"
+        boxes = np.asarray(found.boxes, dtype=np.float64).reshape(-1, 4)
+        classes = np.asarray(found.classes).reshape(-1).astype(np.int64)
+        scores = np.asarray(found.scores, dtype=np.float64).reshape(-1)
+        if not len(boxes) == len(classes) == len(scores):
+            raise EvaluationError(
+                f"{where}: {len(boxes)} boxes, {len(classes)} classes, {len(scores)} scores"
+            )
+        if len(classes) and (classes.min() < 1 or classes.max() > num_classes):
+            raise EvaluationError(f"{where}: class ids {sorted(set(classes.tolist()))} "
+                                  f"outside the label map's 1..{num_classes}")  # fmt: skip
+        h, w = image.height, image.width
+        ymin, xmin, ymax, xmax = np.clip(boxes, 0.0, 1.0).T
+        pixel_boxes = np.stack([xmin * w, ymin * h, (xmax - xmin) * w, (ymax - ymin) * h], axis=1)
+        masks = None
+        if predictor.has_masks:
+            if found.masks is None or len(found.masks) != len(scores):
+                raise EvaluationError(f"{where}: a mask model gave no mask for each detection")
+            if len(found.masks) and found.masks.shape[1:] != (h, w):
+                raise EvaluationError(
+                    f"{where}: masks are {found.masks.shape[2]}x{found.masks.shape[1]}, "
+                    f"the image {w}x{h}"
+                )
+            masks = [encode_rle(mask > 0) for mask in found.masks]
+        predictions.append(ImagePredictions(image.id, pixel_boxes, classes, scores, masks))
+        if time.monotonic() - last_log > 30 or index == len(split.images):
+            last_log = time.monotonic()
+            log(f"  predicted {index}/{len(split.images)} images "
+                f"({time.monotonic() - started:.0f} s)")  # fmt: skip
+    return predictions
+
+
+def coco_detections(predictions: list[ImagePredictions]) -> list[dict]:
+    """COCO results form: image_id, category_id, bbox (pixels), score, segmentation (RLE)."""
+    detections = []
+    for image in predictions:
+        for i in range(len(image.scores)):
+            detection = {
+                "image_id": image.image_id,
+                "category_id": int(image.classes[i]),
+                "bbox": [round(float(v), 3) for v in image.boxes[i]],
+                "score": round(float(image.scores[i]), 5),
+            }
+            if image.masks is not None:
+                detection["segmentation"] = image.masks[i]
+            detections.append(detection)
+    return detections
+
+
+def _match_all(split: Split, predictions: list[ImagePredictions], score_threshold, iou):
+    by_image: dict[int, list[dict]] = {image.id: [] for image in split.images}
+    for ann in split.ground_truth["annotations"]:
+        by_image[ann["image_id"]].append(ann)
+    matches: list[ImageMatches] = []
+    gt_classes, det_classes = {}, {}
+    for image in predictions:
+        anns = by_image[image.image_id]
+        gt_classes[image.image_id] = np.array([a["category_id"] for a in anns], dtype=np.int64)
+        det_classes[image.image_id] = image.classes
+        keep = image.scores >= score_threshold
+        kept = np.flatnonzero(keep)
+        found = match_image(
+            image.image_id,
+            np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4),
+            gt_classes[image.image_id],
+            np.array([a["iscrowd"] for a in anns], dtype=np.int64),
+            image.boxes[kept],
+            image.classes[kept],
+            image.scores[kept],
+            iou,
+        )
+        # back to indexes into all of the image's detections
+        found.matched = [(g, int(kept[d])) for g, d in found.matched]
+        found.false_detections = [int(kept[d]) for d in found.false_detections]
+        matches.append(found)
+    return matches, gt_classes, det_classes
+
+
+def per_class_rows(evaluations: list[CocoEvalResult]) -> list[dict]:
+    """One dict per class: counts, AP/AP50/AP75 (None: no ground truth), mask_* and the curves."""
+    rows = []
+    for k, box in enumerate(evaluations[0].classes):
+        row = {
+            "id": box.id,
+            "name": box.name,
+            "num_objects": box.num_gt,
+            "num_detections": box.num_detections,
+            "pr_curves": {},
+        }
+        for evaluation in evaluations:
+            prefix = "mask_" if evaluation.iou_type == "segm" else ""
+            found = evaluation.classes[k]
+            row.update({f"{prefix}AP": found.ap, f"{prefix}AP50": found.ap50,
+                        f"{prefix}AP75": found.ap75})  # fmt: skip
+            row["pr_curves"][evaluation.iou_type] = {
+                "iou_0.50": found.precision_iou50,
+                "iou_0.50:0.95": found.precision_mean,
+            }
+        rows.append(row)
+    return rows
+
+
+def ap_table_markdown(per_class: list[dict], evaluations: list[CocoEvalResult]) -> str:
+    columns = ["AP", "AP50", "AP75"]
+    if any(e.iou_type == "segm" for e in evaluations):
+        columns += ["mask_AP", "mask_AP50", "mask_AP75"]
+    header = ["class", "id", "objects", "detections", *(c.replace("_", " ") for c in columns)]
+    lines = [
+        "# Per-class average precision",
+        "",
+        "COCO AP (IoU .50:.95), AP50 and AP75 on the test split, every detection counted "
+        "(area all, 100 detections per image). n/a: no object of the class in the split.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
+    ]
+    for row in per_class:
+        cells = [_md_escape(row["name"]), str(row["id"]), str(row["num_objects"]),
+                 str(row["num_detections"]), *(format_value(row[c]) for c in columns)]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    overall = evaluations_overall(evaluations)
+    cells = ["**all**", "", str(sum(r["num_objects"] for r in per_class)),
+             str(sum(r["num_detections"] for r in per_class)),
+             *(format_value(overall.get(c)) for c in columns)]  # fmt: skip
+    lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def evaluations_overall(evaluations: list[CocoEvalResult]) -> dict[str, float]:
+    return {name: value for e in evaluations for name, value in e.metrics().items()}
+
+
+def format_value(value: float | None) -> str:
+    if value is None or value < 0:
+        return "n/a"
+    return f"{value:.3f}"
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def summary_line(metrics: dict[str, float], num_detections: int) -> str:
+    parts = [f"{name} {format_value(metrics[name])}" for name in ("AP", "AP50", "AP75", "AR100")]
+    if "mask_AP" in metrics:
+        parts += [f"mask_{n} {format_value(metrics['mask_' + n])}" for n in ("AP", "AP50")]
+    return f"evaluation done, {num_detections} detections: " + ", ".join(parts)
+
+
+def _report_images(split, predictions, matches, score_threshold, max_images) -> list[ReportImage]:
+    """The worst images first (most misses, false detections and confusions), then test order."""
+    order = sorted(range(len(split.images)), key=lambda i: (-matches[i].num_errors, i))
+    by_image: dict[int, list[dict]] = {image.id: [] for image in split.images}
+    for ann in split.ground_truth["annotations"]:
+        by_image[ann["image_id"]].append(ann)
+    chosen = []
+    for i in order[:max_images]:
+        image, found, match = split.images[i], predictions[i], matches[i]
+        keep = np.flatnonzero(found.scores >= score_threshold)
+        masks = None
+        if found.masks is not None:
+            masks = [mask_utils.decode(found.masks[d]) for d in keep]
+        chosen.append(
+            ReportImage(
+                image=image,
+                pixels=decode_image(image),
+                gt=by_image[image.id],
+                det_boxes=found.boxes[keep],
+                det_classes=found.classes[keep],
+                det_scores=found.scores[keep],
+                det_masks=masks,
+                matches=match,
+            )
+        )
+    return chosen
+
+
+def _write_json(path: Path, value) -> None:
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.write_text(json.dumps(value, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    os.replace(temp, path)
+
+
+__all__ = [
+    "STAT_NAMES",
+    "EvaluationError",
+    "EvaluationResult",
+    "check_label_maps",
+    "evaluate",
+    "evaluate_model_dir",
+]

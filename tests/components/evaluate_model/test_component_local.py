@@ -1,0 +1,72 @@
+"""evaluate_model under kfp.local: an imported trained Model and test TFRecords."""
+
+import json
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+from kfp import dsl, local
+from kfp.dsl import HTML, ClassificationMetrics, Dataset, Markdown, Metrics, Model
+
+from cvat_kfp.components.evaluate_model.component import evaluate_model
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+class Evaluated(NamedTuple):
+    metrics: Metrics
+    evaluation: Dataset
+    confusion_matrix: ClassificationMetrics
+    ap_table: Markdown
+    report: HTML
+
+
+@dsl.pipeline
+def evaluate_imported(model_uri: str, test_uri: str, max_report_images: int) -> Evaluated:
+    """A component alone cannot take input artifacts under kfp.local: import them first."""
+    model = dsl.importer(artifact_uri=model_uri, artifact_class=Model)
+    test = dsl.importer(artifact_uri=test_uri, artifact_class=Dataset)
+    task = evaluate_model(
+        model=model.output, test_tfrecords=test.output, max_report_images=max_report_images
+    )
+    return Evaluated(
+        task.outputs["metrics"],
+        task.outputs["evaluation"],
+        task.outputs["confusion_matrix"],
+        task.outputs["ap_table"],
+        task.outputs["report"],
+    )
+
+
+def test_evaluate_model_runs_locally(tiny_retinanet, tmp_path):
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
+
+    run = evaluate_imported(
+        model_uri=str(tiny_retinanet),
+        test_uri=str(tiny_retinanet.parent / "test"),
+        max_report_images=2,
+    )
+
+    metrics = run.outputs["metrics"].metadata
+    assert {"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR100", "ARl"} <= set(metrics)
+    assert 0.0 <= metrics["AP"] <= 1.0
+    matrix = run.outputs["confusion_matrix"].metadata["confusionMatrix"]
+    names = [c["displayName"] for c in matrix["annotationSpecs"]]
+    assert names == ["circle", "square", "triangle", "background"]
+    assert len(matrix["rows"]) == 4
+    evaluation = Path(run.outputs["evaluation"].path)
+    saved = json.loads((evaluation / "metrics.json").read_text())
+    assert saved["metrics"]["AP"] == pytest.approx(metrics["AP"])
+    assert [r["row"] for r in matrix["rows"]] == saved["confusion_matrix"]["matrix"]
+    for name in ("detections.json", "ground_truth.json", "per_class.json"):
+        assert (evaluation / name).is_file(), name
+    assert "| circle | 1 |" in Path(run.outputs["ap_table"].path).read_text()
+    report = Path(run.outputs["report"].path).read_text()
+    assert report.count("src='data:image/jpeg;base64,") == 2
+
+
+def test_the_face_documents_its_outputs():
+    spec = evaluate_model.component_spec
+    assert set(spec.outputs) == {"metrics", "evaluation", "confusion_matrix", "ap_table", "report"}
+    assert spec.inputs["checkpoint"].default == "best"
+    assert spec.inputs["max_report_images"].default == 24

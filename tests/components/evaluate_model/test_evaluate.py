@@ -1,0 +1,227 @@
+"""evaluate() with a fake predictor: metrics, matrix, files and report from known mistakes."""
+
+import json
+import re
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from cvat_kfp.components.common.label_map import LabelMap
+from cvat_kfp.components.evaluate_model import evaluate as evaluate_module
+from cvat_kfp.components.evaluate_model.coco_eval import STAT_NAMES
+from cvat_kfp.components.evaluate_model.evaluate import (
+    EvaluationError,
+    evaluate,
+    evaluate_model_dir,
+)
+from tests.components.evaluate_model.fakes import FakePredictor
+
+CLASSES = ["circle", "square", "triangle"]
+BOX_METRICS = set(STAT_NAMES)
+MASK_METRICS = {f"mask_{name}" for name in STAT_NAMES}
+
+
+def quiet(message):
+    pass
+
+
+def gt_counts(split):
+    counts = [0] * len(CLASSES)
+    for ann in split.ground_truth["annotations"]:
+        counts[ann["category_id"] - 1] += 1
+    return counts
+
+
+def test_perfect_predictions(shapes_split, tmp_path):
+    predictor = FakePredictor(shapes_split, has_masks=True)
+
+    result = evaluate(predictor, shapes_split, tmp_path, max_report_images=5, log=quiet)
+
+    assert set(result.metrics) == BOX_METRICS | MASK_METRICS
+    assert result.metrics["AP"] == pytest.approx(1.0)
+    assert result.metrics["mask_AP"] == pytest.approx(1.0)
+    assert result.metrics["APl"] == -1.0  # no large object in 256x192 shapes: COCO's -1 kept
+    assert result.class_names == [*CLASSES, "background"]
+    counts = gt_counts(shapes_split)
+    assert result.confusion_matrix == [
+        [counts[0], 0, 0, 0],
+        [0, counts[1], 0, 0],
+        [0, 0, counts[2], 0],
+        [0, 0, 0, 0],
+    ]
+    assert predictor.calls == 8
+    for name in ("detections.json", "ground_truth.json", "per_class.json", "metrics.json"):
+        assert (tmp_path / name).is_file(), name
+    detections = json.loads((tmp_path / "detections.json").read_text())
+    assert len(detections) == result.num_detections == shapes_split.num_objects
+    assert set(detections[0]) == {"image_id", "category_id", "bbox", "score", "segmentation"}
+    assert json.loads((tmp_path / "ground_truth.json").read_text()) == shapes_split.ground_truth
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["metrics"] == result.metrics
+    assert saved["confusion_matrix"]["matrix"] == result.confusion_matrix
+    per_class = json.loads((tmp_path / "per_class.json").read_text())
+    assert [c["name"] for c in per_class["classes"]] == CLASSES
+    assert len(per_class["classes"][0]["pr_curves"]["segm"]["iou_0.50"]) == 101
+    assert "| circle | 1 |" in result.ap_table_markdown
+    assert "mask AP" in result.ap_table_markdown
+
+
+def test_known_mistakes_land_in_the_right_cells(shapes_split, tmp_path):
+    anns = shapes_split.ground_truth["annotations"]
+    first = {image_id: next(a for a in anns if a["image_id"] == image_id) for image_id in (1, 2, 3)}
+    wrong = 1 if first[2]["category_id"] != 1 else 2
+    predictor = FakePredictor(
+        shapes_split,
+        drop={1: {0}},  # a miss
+        relabel={2: {0: wrong}},  # a confusion
+        extra={
+            3: [
+                ((0.0, 0.0, 0.1, 0.1), 3, 0.8),  # a false detection
+                ((0.0, 0.5, 0.1, 0.6), 2, 0.2),
+            ],  # below the score threshold: not in the matrix
+        },  # fmt: skip
+        jitter=0.5,
+    )
+
+    result = evaluate(predictor, shapes_split, tmp_path, max_report_images=3, log=quiet)
+
+    matrix = result.confusion_matrix
+    counts = gt_counts(shapes_split)
+    assert [sum(row) for row in matrix[:3]] == counts  # every object once: found or missed
+    assert matrix[3] == [0, 0, 1, 0]  # one false triangle
+    assert matrix[first[1]["category_id"] - 1][3] == 1  # the miss
+    assert matrix[first[2]["category_id"] - 1][wrong - 1] == 1  # the confusion
+    assert sum(matrix[i][i] for i in range(3)) == shapes_split.num_objects - 2
+    assert result.num_detections == shapes_split.num_objects - 1 + 2
+    assert 0.3 < result.metrics["AP"] < 1.0
+    assert "mask_AP" not in result.metrics  # a box model
+    # the report draws the three worst images: 1 (miss), 2 (confusion), 3 (false detection)
+    html = result.report_html
+    captions = re.findall(r"<figcaption>([^<]*\(id (\d+)\)[^<]*)</figcaption>", html)
+    assert sorted(int(image_id) for _, image_id in captions) == [1, 2, 3]
+    assert "1 missed" in html and "1 false" in html and "1 wrong class" in html
+
+
+def test_the_report_is_self_contained_with_a_curve_per_class(shapes_split, tmp_path):
+    result = evaluate(
+        FakePredictor(shapes_split, has_masks=True, jitter=1.0),
+        shapes_split,
+        tmp_path,
+        max_report_images=24,
+        log=quiet,
+    )
+    html = result.report_html
+
+    assert html.startswith("<!DOCTYPE html>") and html.rstrip().endswith("</html>")
+    assert not re.search(r"(src|href)\s*=\s*['\"](?!data:)", html)  # nothing fetched
+    assert "http" not in html and "<script" not in html
+    svgs = re.findall(r"<svg class='pr-curve'.*?</svg>", html, flags=re.S)
+    assert [re.search(r"data-class='([^']*)'", s).group(1) for s in svgs] == CLASSES
+    for svg in svgs:
+        tree = ET.fromstring(svg)
+        assert len(tree.findall("polyline")) == 4  # boxes and masks, IoU .50 and .50:.95
+    assert html.count("src='data:image/jpeg;base64,") == 8  # all 8 test images, at most 24
+    assert "score &ge; 0.5" in html and "IoU is &ge; 0.5" in html
+    assert len(html) < 1_500_000
+
+
+def test_no_detections_at_all(shapes_split, tmp_path):
+    result = evaluate(FakePredictor(shapes_split, empty=True), shapes_split, tmp_path, log=quiet)
+
+    assert result.metrics["AP"] == 0.0 and result.metrics["AR100"] == 0.0
+    assert result.num_detections == 0
+    counts = gt_counts(shapes_split)
+    assert [row[3] for row in result.confusion_matrix] == [*counts, 0]  # all missed
+    assert json.loads((tmp_path / "detections.json").read_text()) == []
+
+
+def test_a_class_without_ground_truth_has_no_ap(shapes_split, tmp_path):
+    gt = shapes_split.ground_truth
+    gt["annotations"] = [a for a in gt["annotations"] if a["category_id"] != 3]
+
+    result = evaluate(FakePredictor(shapes_split), shapes_split, tmp_path, log=quiet)
+
+    triangle = result.per_class[2]
+    assert triangle["num_objects"] == 0 and triangle["AP"] is None
+    assert "| triangle | 3 | 0 | 0 | n/a | n/a | n/a |" in result.ap_table_markdown
+    assert "triangle: no object of this class in the test split" in result.report_html
+    assert result.metrics["AP"] == pytest.approx(1.0)  # the mean over classes with objects
+    assert result.confusion_matrix[2] == [0, 0, 0, 0]
+
+
+def test_label_maps_must_match(shapes_split, tmp_path):
+    other = LabelMap(("circle", "box", "triangle", "star"))
+    predictor = FakePredictor(shapes_split, label_map=other)
+
+    with pytest.raises(EvaluationError) as error:
+        evaluate(predictor, shapes_split, tmp_path, log=quiet)
+
+    message = str(error.value)
+    assert "id 2: model 'box', test split 'square'" in message
+    assert "id 4: model 'star', test split (no class)" in message
+    assert "circle" not in message.split(":", 1)[1].split("Evaluate")[0]  # only the differences
+    assert predictor.calls == 0
+
+
+def test_a_mask_model_on_a_box_only_split_is_evaluated_on_boxes(shapes_split, tmp_path):
+    for ann in shapes_split.ground_truth["annotations"]:
+        del ann["segmentation"]
+    shapes_split.has_masks = False
+    logged = []
+
+    result = evaluate(FakePredictor(shapes_split, has_masks=True), shapes_split, tmp_path,
+                      log=logged.append)  # fmt: skip
+
+    assert set(result.metrics) == BOX_METRICS
+    assert any("the test split has no masks" in line for line in logged)
+    assert any("evaluation done" in line for line in logged)
+
+
+def test_a_mask_model_must_give_masks(shapes_split, tmp_path):
+    predictor = FakePredictor(shapes_split, has_masks=True, return_masks=False)
+    with pytest.raises(EvaluationError, match="gave no mask for each detection"):
+        evaluate(predictor, shapes_split, tmp_path, log=quiet)
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        ({"score_threshold": 1.5}, "score_threshold"),
+        ({"iou_threshold": 0.0}, "iou_threshold"),
+        ({"max_report_images": -1}, "max_report_images"),
+    ],
+)
+def test_bad_arguments(shapes_split, tmp_path, arguments, message):
+    with pytest.raises(EvaluationError, match=message):
+        evaluate(FakePredictor(shapes_split), shapes_split, tmp_path, log=quiet, **arguments)
+
+
+def test_evaluate_model_dir_loads_the_predictor(shapes_split_dir, shapes_split, tmp_path,
+                                                monkeypatch):  # fmt: skip
+    loaded = []
+
+    def fake_load_predictor(path, checkpoint="best"):
+        loaded.append((path, checkpoint))
+        return FakePredictor(shapes_split)
+
+    monkeypatch.setattr(
+        "cvat_kfp.components.inference.predictor.load_predictor", fake_load_predictor
+    )
+    result = evaluate_model_dir(
+        "model-dir", shapes_split_dir, tmp_path / "out", checkpoint="latest",
+        max_report_images=0, log=quiet,
+    )  # fmt: skip
+
+    assert loaded == [("model-dir", "latest")]
+    assert result.metrics["AP"] == pytest.approx(1.0)
+    assert "base64" not in result.report_html
+    assert evaluate_module.METRICS_FILE in {p.name for p in (tmp_path / "out").iterdir()}
+
+
+def test_a_class_named_background_keeps_the_categories_distinct(shapes_split, tmp_path):
+    shapes_split.label_map = LabelMap(("circle", "background", "triangle"))
+    shapes_split.ground_truth["categories"] = shapes_split.label_map.to_categories()
+
+    result = evaluate(FakePredictor(shapes_split), shapes_split, tmp_path, log=quiet)
+
+    assert result.class_names == ["circle", "background", "triangle", "(background)"]
