@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 LOCK := images/requirements.lock
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install test lint format compile bench lock clean demo
+.PHONY: install test lint format compile bench lock clean demo demo-maskrcnn
 
 install: $(INSTALLED)
 
@@ -46,8 +46,12 @@ lock:
 clean:
 	rm -rf $(VENV) build *.egg-info
 
+# The tfod pipeline end to end on CPU (light RetinaNet); DEMO_FLAGS=--maskrcnn for Mask R-CNN.
 demo: $(INSTALLED)
-	$(BIN)/cvat-kfp demo --work-dir demo
+	$(BIN)/cvat-kfp demo --work-dir demo $(DEMO_FLAGS)
+
+demo-maskrcnn: $(INSTALLED)
+	$(BIN)/cvat-kfp demo --work-dir demo --maskrcnn
 
 # Component images (images/, README "Component images"). The names are the ones
 # components/common/component_image.py compiles into the pipelines by default:

@@ -9,6 +9,8 @@ COMPILED_DIR = Path(__file__).resolve().parent / "compiled"
 # so `cvat-kfp compile --image` must set it first.
 PIPELINES = {
     "dataset_preparation": "cvat_kfp.pipelines.dataset_preparation:dataset_preparation",
+    "tfod_training": "cvat_kfp.pipelines.tfod_training:tfod_training",
+    "maskrcnn_training": "cvat_kfp.pipelines.maskrcnn_training:maskrcnn_training",
 }
 
 

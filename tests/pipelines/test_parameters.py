@@ -1,0 +1,89 @@
+"""Pipeline parameters as the CLI and the Python API take them, and the errors a user can act on."""
+
+import re
+
+import pytest
+
+from cvat_kfp.pipelines import parameters, registry
+from cvat_kfp.pipelines.cli import main
+from cvat_kfp.pipelines.training import MASKRCNN, TFOD, training_parameters
+
+
+def test_values_are_converted_to_the_parameter_types():
+    arguments = parameters.parse_assignments(
+        "tfod_training",
+        [
+            "source=gs://bucket/a=b.zip",  # only the first "=" separates
+            "gpu_count=0",
+            "score_threshold=0.25",
+            "stratify=no",
+            'node_selector={"pool": "gpu"}',
+            "hyperparameters=num_steps: 10\nbatch_size: 2",
+            "preannotate_task_id=42",  # a string parameter stays a string
+        ],
+    )
+    assert arguments == {
+        "source": "gs://bucket/a=b.zip",
+        "gpu_count": 0,
+        "score_threshold": 0.25,
+        "stratify": False,
+        "node_selector": {"pool": "gpu"},
+        "hyperparameters": "num_steps: 10\nbatch_size: 2",
+        "preannotate_task_id": "42",
+    }
+
+
+@pytest.mark.parametrize(
+    ("assignment", "expected"),
+    [
+        ("gpu_count=two", "parameter 'gpu_count' wants an integer, got 'two'"),
+        ("train_fraction=most", "parameter 'train_fraction' wants a number"),
+        ("stratify=maybe", "parameter 'stratify' wants a boolean (true/false)"),
+        ("node_selector={pool: gpu}", "parameter 'node_selector' wants a JSON object"),
+        ("gpu_count", "write it as NAME=VALUE"),
+    ],
+)
+def test_a_bad_value_names_the_parameter_and_its_type(assignment, expected):
+    with pytest.raises(parameters.ParameterError, match=re.escape(expected)):
+        parameters.parse_assignments("tfod_training", [assignment])
+
+
+def test_python_values_are_checked_too():
+    with pytest.raises(parameters.ParameterError, match="'gpu_count' wants an integer"):
+        parameters.check_arguments("tfod_training", {"gpu_count": True})
+    assert parameters.check_arguments("tfod_training", {"iou_threshold": 1}) == {
+        "iou_threshold": 1.0
+    }
+
+
+def test_unknown_parameter_lists_the_valid_ones(capsys):
+    assert main(["run", "maskrcnn_training", "--param", "masks=1"]) == 2
+    err = capsys.readouterr().err
+    assert "maskrcnn_training has no parameter(s) 'masks'" in err
+    assert "preannotate_mask_format" in err and "source" in err
+
+
+def test_unknown_pipeline_lists_the_pipelines(capsys):
+    assert main(["run", "yolo_training"]) == 2
+    err = capsys.readouterr().err
+    assert "yolo_training" in err
+    assert all(name in err for name in registry.PIPELINES)
+
+
+def test_training_pipelines_share_the_data_parameters_of_dataset_preparation():
+    data = set(parameters.pipeline_parameters("dataset_preparation")) - {"include_masks"}
+    for kind in (TFOD, MASKRCNN):
+        names = [p.name for p in training_parameters(kind)]
+        assert data <= set(names)
+        assert "include_masks" not in names  # decided by the pipeline's kind
+    assert parameters.pipeline_parameters("tfod_training")["preset"].default == (
+        "ssd-mobilenet-v2-coco"
+    )
+    assert parameters.pipeline_parameters("maskrcnn_training")["preset"].default == "maskrcnn"
+
+
+def test_describe_prints_a_markdown_table_per_pipeline(capsys):
+    assert main(["describe", "tfod_training"]) == 0
+    out = capsys.readouterr().out
+    assert "| `gpu_count` | integer | `1` |" in out
+    assert '| `init_model_uri` | string | `""` |' in out
