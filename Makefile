@@ -33,6 +33,7 @@ bench: $(INSTALLED)
 	$(BIN)/python bench/export_annotations.py
 	$(BIN)/python bench/convert_to_tfrecord.py
 	$(BIN)/python bench/train.py
+	$(BIN)/python bench/export_model.py
 
 # Regenerates the transitive pin list from a clean resolve of setup.cfg.
 lock:
