@@ -111,10 +111,19 @@ def detections_from_outputs(outputs: Mapping[str, np.ndarray], label_map: LabelM
 class TrainedPredictor:
     """A trained Model's checkpoint in the serving module export-model saves, in memory."""
 
-    def __init__(self, model_dir: str | os.PathLike, checkpoint: str = "best"):
+    def __init__(
+        self,
+        model_dir: str | os.PathLike,
+        checkpoint: str = "best",
+        detection_overrides: dict | None = None,
+    ):
+        """`detection_overrides` changes the detection generator's settings (see
+        trained.load_serving_module), e.g. to see an undertrained model's low-score boxes."""
         from .trained import load_serving_module
 
-        self.module, trained, self.description = load_serving_module(model_dir, checkpoint)
+        self.module, trained, self.description = load_serving_module(
+            model_dir, checkpoint, detection_overrides=detection_overrides
+        )
         self.label_map = trained.label_map
         self.has_masks = self.module.has_masks
         self.metadata = trained.metadata

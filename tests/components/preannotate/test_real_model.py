@@ -9,7 +9,7 @@ import pytest
 from cvat_sdk.masks import decode_mask
 from PIL import Image
 
-from cvat_kfp.components.inference.predictor import load_predictor
+from cvat_kfp.components.inference.predictor import TrainedPredictor, load_predictor
 from cvat_kfp.components.preannotate.preannotate import preannotate_task
 from tests.components.export_annotations.cvat_mock_server import CvatMockServer
 from tests.trained_models import CLASSES
@@ -31,7 +31,7 @@ def task_frames(model_dir, count=3):
     return [(i["file_name"], (dataset / "images" / i["file_name"]).read_bytes()) for i in images]
 
 
-def preannotate(model_dir, predictor, tmp_path, **options):
+def preannotate(model_dir, predictor, tmp_path, threshold=THRESHOLD, **options):
     frames = task_frames(model_dir)
     with CvatMockServer() as server:
         server.add_task(7, labels=list(CLASSES), frames=frames)
@@ -40,7 +40,7 @@ def preannotate(model_dir, predictor, tmp_path, **options):
             str(tmp_path / "predictions"),
             server.url,
             "7",
-            score_threshold=THRESHOLD,
+            score_threshold=threshold,
             predictor=predictor,
             log=lambda line: None,
             **options,
@@ -51,7 +51,7 @@ def preannotate(model_dir, predictor, tmp_path, **options):
     for index, (_, data) in enumerate(frames):
         image = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
         detections = predictor.predict(image)
-        keep = detections.scores >= THRESHOLD
+        keep = detections.scores >= threshold
         expected.append((index, detections, keep, image.shape[:2]))
     return shapes, ids, expected
 
@@ -77,21 +77,33 @@ def test_a_trained_retinanet_uploads_its_boxes(tiny_retinanet, tmp_path, env):
 
 
 def test_a_trained_maskrcnn_uploads_its_masks(tiny_maskrcnn, tmp_path, env):
-    predictor = load_predictor(tiny_maskrcnn)
+    # Eight training steps leave every score far below Model Garden's 0.05 floor: without the
+    # floor, the detector's boxes and masks (whatever their quality) are what must reach CVAT.
+    predictor = TrainedPredictor(tiny_maskrcnn, detection_overrides={"pre_nms_score_threshold": 0})
     assert predictor.has_masks
 
-    shapes, ids, expected = preannotate(tiny_maskrcnn, predictor, tmp_path, mask_format="mask")
+    shapes, ids, expected = preannotate(
+        tiny_maskrcnn, predictor, tmp_path, threshold=0.0, mask_format="mask"
+    )
 
-    wanted = [
-        (frame, ids[detections.class_names[k]], detections.masks[k])
+    wanted = sorted(
+        (frame, ids[detections.class_names[k]], np.packbits(detections.masks[k]).tobytes())
         for frame, detections, keep, _ in expected
         for k in np.flatnonzero(keep)
         if detections.masks[k].any()
-    ]
-    assert [(s["type"], s["frame"], s["label_id"]) for s in shapes] == [
-        ("mask", frame, label_id) for frame, label_id, _ in wanted
-    ]
+    )
+    assert wanted, "the tiny Mask R-CNN predicted no non-empty mask"
     height, width = expected[0][3]
-    for stored, (_, _, mask) in zip(shapes, wanted, strict=True):
-        decoded = decode_mask(stored["points"], image_width=width, image_height=height)
-        assert (decoded == mask.astype(bool)).all()
+    assert {s["type"] for s in shapes} == {"mask"}
+    # Scores this low nearly tie, so the order may differ between two runs: compare as sets.
+    uploaded = sorted(
+        (
+            s["frame"],
+            s["label_id"],
+            np.packbits(
+                decode_mask(s["points"], image_width=width, image_height=height).astype(np.uint8)
+            ).tobytes(),
+        )
+        for s in shapes
+    )
+    assert uploaded == wanted
