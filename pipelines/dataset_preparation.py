@@ -56,7 +56,8 @@ def dataset_preparation(
         source: A CVAT export (folder, .zip, .tar.gz): gs://..., https://..., or a local path
             with kfp.local. Leave empty to pull from cvat_url.
         annotation_format: "auto" or a CVAT format name (COCO 1.0, CVAT for images 1.1, ...).
-        cvat_url: CVAT server to export from (instead of source).
+        cvat_url: CVAT server to export task_ids/project_ids/job_ids from (instead of source);
+            the training pipelines also pre-annotate on it.
         task_ids: Comma-separated CVAT task ids.
         project_ids: Comma-separated CVAT project ids.
         job_ids: Comma-separated CVAT job ids.

@@ -67,16 +67,23 @@ def export_annotations(
     task_ids = parse_ids(task_ids, "task_ids")
     project_ids = parse_ids(project_ids, "project_ids")
     job_ids = parse_ids(job_ids, "job_ids")
-    from_server = bool(cvat_url.strip())
-    if from_server == bool(source.strip()):
+    has_ids = bool(task_ids or project_ids or job_ids)
+    has_source = bool(source.strip())
+    # A cvat_url beside a source (and no ids) is the server the training pipelines pre-annotate
+    # on afterwards: the annotations still come from the source.
+    from_server = bool(cvat_url.strip()) and not has_source
+    if has_source and has_ids:
+        raise ValueError(
+            "give exactly one source: `source` (a CVAT export: folder, archive, gs:// or https:// "
+            "URI) or `cvat_url` with task, project or job ids, not both"
+        )
+    if not has_source and not from_server:
         raise ValueError(
             "give exactly one source: `source` (a CVAT export: folder, archive, gs:// or https:// "
             "URI) or `cvat_url` with task, project or job ids"
         )
-    if from_server and not (task_ids or project_ids or job_ids):
+    if from_server and not has_ids:
         raise ValueError(f"cvat_url {cvat_url} needs task_ids, project_ids or job_ids to export")
-    if not from_server and (task_ids or project_ids or job_ids):
-        raise ValueError("task, project and job ids need cvat_url (the CVAT server to ask)")
 
     report = Report(STAGE)
     builder = DatasetBuilder(report)

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from cvat_kfp.components.common.synthetic import make_shapes_dataset
+from cvat_kfp.components.common.synthetic import SHAPES, make_shapes_dataset
 from cvat_kfp.pipelines.cvat_export import write_cvat_coco_export
 from cvat_kfp.pipelines.local_run import LocalRunError, run_locally
+from tests.components.export_annotations.cvat_mock_server import CvatMockServer
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -135,18 +136,33 @@ def test_a_killed_run_continues_from_its_checkpoint(resumed_run):
     assert _latest_step(checkpoint_uri) == NUM_STEPS
 
 
-def test_fine_tunes_an_earlier_model_through_the_importer(resumed_run, cvat_export, tmp_path):
+def test_fine_tunes_an_earlier_model_through_the_importer_then_preannotates(
+    resumed_run, cvat_export, tmp_path, monkeypatch
+):
     parent = resumed_run[0].find("model", "train-tfod")
     hyperparameters = HYPERPARAMETERS.replace(f"num_steps: {NUM_STEPS}", "num_steps: 6")
     hyperparameters = hyperparameters.replace(f"eval_interval: {NUM_STEPS}", "eval_interval: 6")
+    frames = _task_frames(tmp_path / "task")
+    monkeypatch.setenv("CVAT_ACCESS_TOKEN", "test-token")  # the stage processes inherit it
 
     console = io.StringIO()
-    run = run_locally(
-        "tfod_training",
-        _arguments(cvat_export, init_model_uri=str(parent), hyperparameters=hyperparameters),
-        tmp_path / "runs",
-        console=console,
-    )
+    with CvatMockServer() as cvat:
+        cvat.add_task(5, labels=list(SHAPES), frames=[(f.name, f.read_bytes()) for f in frames])
+        run = run_locally(
+            "tfod_training",
+            _arguments(
+                cvat_export,
+                init_model_uri=str(parent),
+                hyperparameters=hyperparameters,
+                cvat_url=cvat.url,
+                preannotate_task_id="5",
+                preannotate_score_threshold=0.05,
+            ),
+            tmp_path / "runs",
+            console=console,
+        )
+        uploaded = cvat.shapes(5)
+        frame_requests = [r for r in cvat.requests if r.query.get("type") == "frame"]
 
     # the parent enters as an imported artifact (its lineage shows in the Kubeflow UI)
     assert "✓ import-init-model" in console.getvalue()
@@ -155,6 +171,20 @@ def test_fine_tunes_an_earlier_model_through_the_importer(resumed_run, cvat_expo
     assert metadata["global_step"] == 6  # fine-tuning is a new run from step 0
     assert metadata["initial_weights"]["path"] == str(parent)
     assert run.find("exported_model", "export-model").is_dir()
+    # the exported model pre-annotated every frame of the task: what was predicted was uploaded
+    assert "✓ preannotate" in console.getvalue()
+    assert sorted(int(r.query["number"]) for r in frame_requests) == list(range(len(frames)))
+    predictions_file = run.find("predictions", "preannotate") / "predictions.json"
+    predictions = json.loads(predictions_file.read_text())
+    assert len(predictions["images"]) == len(frames)
+    assert len(uploaded) == len(predictions["annotations"])
+    assert {shape["type"] for shape in uploaded} <= {"rectangle"}
+
+
+def _task_frames(root: Path) -> list[Path]:
+    """New images of the shapes the model learnt: the frames of the CVAT task to pre-annotate."""
+    dataset = make_shapes_dataset(root, num_images=3, image_size=(200, 150), seed=11)
+    return sorted((dataset / "images").iterdir())
 
 
 def test_a_failing_stage_is_named_with_its_log(tmp_path):

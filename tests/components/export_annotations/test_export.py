@@ -362,11 +362,11 @@ def test_ambiguous_export_names_the_candidates_and_an_explicit_format_settles_it
 @pytest.mark.parametrize(
     "arguments, message",
     [
-        ({"source": "export.zip", "cvat_url": "http://cvat"}, "give exactly one source"),
+        ({"source": "export.zip", "cvat_url": "http://cvat", "task_ids": "3"}, "not both"),
         ({}, "give exactly one source"),
         ({"source": "  ", "cvat_url": ""}, "give exactly one source"),
-        ({"source": "export.zip", "task_ids": "12"}, "ids need cvat_url"),
-        ({"source": "export.zip", "job_ids": [3]}, "ids need cvat_url"),
+        ({"source": "export.zip", "task_ids": "12"}, "not both"),
+        ({"source": "export.zip", "job_ids": [3]}, "not both"),
         ({"cvat_url": "http://cvat"}, "http://cvat needs task_ids, project_ids or job_ids"),
         ({"cvat_url": "http://cvat", "task_ids": " , "}, "needs task_ids"),
         ({"cvat_url": "http://cvat", "task_ids": "12, x"}, "task_ids: 'x' is not a positive"),
