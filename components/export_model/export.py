@@ -219,12 +219,27 @@ def _md(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+# COCO's order (KFP hands Metrics metadata back in no particular order); others follow by name.
+COCO_STATS = (
+    *("AP", "AP50", "AP75", "APs", "APm", "APl"),
+    *("AR1", "AR10", "AR100", "ARs", "ARm", "ARl"),
+)
+METRICS_ORDER = [*COCO_STATS, *(f"mask_{name}" for name in COCO_STATS)]
+
+
+def _metric_rank(name: str) -> tuple[int, str]:
+    if name in METRICS_ORDER:
+        return METRICS_ORDER.index(name), ""
+    return len(METRICS_ORDER), name
+
+
 def _metrics_table(metrics: dict | None) -> list[str]:
     rows = [
         (name, value)
         for name, value in (metrics or {}).items()
         if isinstance(value, int | float) and not isinstance(value, bool)
     ]
+    rows.sort(key=lambda row: _metric_rank(row[0]))
     if not rows:
         return ["(none)"]
     lines = ["| metric | value |", "|---|---|"]

@@ -311,3 +311,11 @@ def test_tflite_matches_the_savedmodel_within_tolerance(retinanet_export, tiny_r
         np.testing.assert_array_equal(lite["detection_classes"][:, :n], saved["detection_classes"])
         compared += n
     assert compared > 0
+
+
+def test_model_card_lists_metrics_in_coco_order_whatever_order_kfp_gives():
+    from cvat_kfp.components.export_model.export import _metrics_table
+
+    shuffled = {"ARl": -1.0, "final_loss": 0.5, "mask_AP": 0.2, "AP50": 0.7, "AP": 0.5}
+    names = [row.split("|")[1].strip() for row in _metrics_table(shuffled)[2:]]
+    assert names == ["AP", "AP50", "ARl", "mask_AP", "final_loss"]
