@@ -316,6 +316,15 @@ def _annotation_problems(ann: dict, image: dict | None, where: str) -> list[str]
     return problems
 
 
+def mask_to_rle(mask) -> dict:
+    """A 0/1 (or boolean) [H, W] mask as COCO compressed RLE with str counts, ready for JSON."""
+    import numpy as np
+    from pycocotools import mask as mask_utils
+
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
 def link_or_copy(src: Path, dst: Path) -> None:
     if dst.exists():
         dst.unlink()

@@ -154,7 +154,7 @@ class Report:
         for action, code, entries in self._grouped():
             lines += ["", f"## {action}: {code} ({len(entries)})", ""]
             for e in entries[:MAX_RENDERED_PER_CODE]:
-                lines.append(f"- {_md_escape(_located(e))}")
+                lines.append(f"- {markdown_cell(_located(e))}")
             if len(entries) > MAX_RENDERED_PER_CODE:
                 rest = len(entries) - MAX_RENDERED_PER_CODE
                 lines.append(f"- ... and {rest} more in report.json")
@@ -198,5 +198,8 @@ def _located(entry: Entry) -> str:
     return f"{entry.location}: {entry.message}" if entry.location else entry.message
 
 
-def _md_escape(text: str) -> str:
-    return text.replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+def markdown_cell(text) -> str:
+    """Text safe inside a Markdown table cell: backslashes and pipes escaped, line breaks as
+    spaces."""
+    text = str(text).replace("\\", "\\\\").replace("|", "\\|")
+    return text.replace("\r", " ").replace("\n", " ")

@@ -25,11 +25,13 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from ..common.dataset import mask_to_rle
 from ..common.label_map import LabelMap
+from ..common.report import markdown_cell
 from .coco_eval import STAT_NAMES, CocoEvalResult, run_cocoeval
 from .confusion import BACKGROUND, ImageMatches, confusion_matrix, match_image
 from .report_html import ReportImage, render_report
-from .tfrecords import Split, decode_image, encode_rle, load_split
+from .tfrecords import Split, decode_image, load_split
 
 Log = Callable[[str], None]
 
@@ -252,7 +254,7 @@ def _predict_all(predictor, split: Split, log: Log) -> list[ImagePredictions]:
                     f"{where}: masks are {found.masks.shape[2]}x{found.masks.shape[1]}, "
                     f"the image {w}x{h}"
                 )
-            masks = [encode_rle(mask > 0) for mask in found.masks]
+            masks = [mask_to_rle(mask > 0) for mask in found.masks]
         predictions.append(ImagePredictions(image.id, pixel_boxes, classes, scores, masks))
         if time.monotonic() - last_log > 30 or index == len(split.images):
             last_log = time.monotonic()
@@ -346,7 +348,7 @@ def ap_table_markdown(per_class: list[dict], evaluations: list[CocoEvalResult]) 
         "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
     ]
     for row in per_class:
-        cells = [_md_escape(row["name"]), str(row["id"]), str(row["num_objects"]),
+        cells = [markdown_cell(row["name"]), str(row["id"]), str(row["num_objects"]),
                  str(row["num_detections"]), *(format_value(row[c]) for c in columns)]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     overall = evaluations_overall(evaluations)
@@ -365,10 +367,6 @@ def format_value(value: float | None) -> str:
     if value is None or value < 0:
         return "n/a"
     return f"{value:.3f}"
-
-
-def _md_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
 def summary_line(metrics: dict[str, float], num_detections: int) -> str:

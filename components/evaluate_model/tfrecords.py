@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from ..common.dataset import mask_to_rle
 from ..common.label_map import JSON_FILE, PBTXT_FILE, LabelMap
 
 MANIFEST_FILE = "manifest.json"
@@ -197,7 +198,7 @@ def _parse_example(record: bytes, where: str, label_map: LabelMap, first_ann_ind
             "iscrowd": int(crowd[i]),
         }
         if masks:
-            rle = encode_rle(_decode_mask(masks[i], height, width, f"{where} object {i}"))
+            rle = mask_to_rle(_decode_mask(masks[i], height, width, f"{where} object {i}"))
             ann["segmentation"] = rle
             area = float(mask_utils.area(rle))
         else:
@@ -218,10 +219,3 @@ def _decode_mask(png: bytes, height: int, width: int, where: str) -> np.ndarray:
     if mask.shape != (height, width):
         raise SplitError(f"{where}: its mask is {mask.shape[::-1]}, the image {width}x{height}")
     return (mask > 0).astype(np.uint8)
-
-
-def encode_rle(mask: np.ndarray) -> dict:
-    """A 0/1 [H, W] mask as a compressed RLE with a str `counts` (JSON-ready)."""
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    rle["counts"] = rle["counts"].decode("ascii")
-    return rle

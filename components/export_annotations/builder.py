@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from ..common.dataset import IMAGES_DIR, Dataset, DatasetError, link_or_copy
+from ..common.dataset import IMAGES_DIR, Dataset, DatasetError, link_or_copy, mask_to_rle
 from ..common.image_file import ImageFileError, probe_image
 from ..common.report import Report
 
@@ -142,8 +142,7 @@ class DatasetBuilder:
 
     def add_mask(self, image_id: int, label: str, mask: np.ndarray, **kwargs) -> int:
         """A binary full-image mask (height x width, nonzero = the instance)."""
-        rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-        return self._add(image_id, label, None, _jsonable_rle(rle), None, **kwargs)
+        return self._add(image_id, label, None, mask_to_rle(mask), None, **kwargs)
 
     def _add(self, image_id, label, bbox, segmentation, area, *, iscrowd: int = 0,
              attributes: dict | None = None, location: str = "") -> int:  # fmt: skip
@@ -290,7 +289,7 @@ def _rescale(annotation: dict, declared, target) -> None:
     if isinstance(segmentation, dict):
         mask = mask_utils.decode(_encoded_rle(segmentation))
         resized = np.array(Image.fromarray(mask * 255).resize(target, Image.NEAREST)) > 0
-        rle = _jsonable_rle(mask_utils.encode(np.asfortranarray(resized.astype(np.uint8))))
+        rle = mask_to_rle(resized)
         annotation["segmentation"] = rle
         annotation["bbox"] = [round(float(v), 3) for v in mask_utils.toBbox(_encoded_rle(rle))]
         annotation["area"] = float(mask_utils.area(_encoded_rle(rle)))

@@ -36,6 +36,7 @@ from typing import Any
 
 from ..common import storage
 from ..common.label_map import LabelMap
+from ..common.report import markdown_cell
 from ..inference.predictor import EXPORT_METADATA_FILE, SAVED_MODEL_DIR
 from ..inference.serving import (
     IMAGE_BYTES_INPUT,
@@ -215,10 +216,6 @@ def export_metadata(trained: TrainedModel, module, description: dict, tflite_inf
 # --- model card ----------------------------------------------------------------------------
 
 
-def _md(text: Any) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
 # COCO's order (KFP hands Metrics metadata back in no particular order); others follow by name.
 COCO_STATS = (
     *("AP", "AP50", "AP75", "APs", "APm", "APl"),
@@ -243,20 +240,20 @@ def _metrics_table(metrics: dict | None) -> list[str]:
     if not rows:
         return ["(none)"]
     lines = ["| metric | value |", "|---|---|"]
-    lines += [f"| {_md(name)} | {value:.4f} |" for name, value in rows]
+    lines += [f"| {markdown_cell(name)} | {value:.4f} |" for name, value in rows]
     return lines
 
 
 def model_card_markdown(trained: TrainedModel, metadata: dict, test_metrics: dict | None) -> str:
     meta = trained.metadata
     lines = [
-        f"# Model card: {_md(trained.preset)}",
+        f"# Model card: {markdown_cell(trained.preset)}",
         "",
         "| | |",
         "|---|---|",
-        f"| preset | `{_md(trained.preset)}` |",
-        f"| architecture | {_md(meta.get('architecture', '?'))} |",
-        f"| backbone | {_md(meta.get('backbone', '?'))} |",
+        f"| preset | `{markdown_cell(trained.preset)}` |",
+        f"| architecture | {markdown_cell(meta.get('architecture', '?'))} |",
+        f"| backbone | {markdown_cell(meta.get('backbone', '?'))} |",
         f"| model input size | {'×'.join(str(x) for x in metadata['model_input_size'])} px |",
         f"| training steps | {metadata['global_step']} |",
         f"| exported checkpoint | {metadata['checkpoint']} (`{metadata['checkpoint_name']}`) |",
@@ -277,19 +274,20 @@ def model_card_markdown(trained: TrainedModel, metadata: dict, test_metrics: dic
             info = info if isinstance(info, dict) else {"source": info}
             source = info.get("source") or info.get("path") or ""
             lines.append(
-                f"| {_md(split)} | {info.get('num_examples', '')} | "
-                f"{info.get('num_instances', '')} | {info.get('has_masks', '')} | {_md(source)} |"
+                f"| {markdown_cell(split)} | {info.get('num_examples', '')} | "
+                f"{info.get('num_instances', '')} | {info.get('has_masks', '')} | "
+                f"{markdown_cell(source)} |"
             )
     else:
         lines.append("(not recorded)")
     if meta.get("initial_weights"):
-        lines += ["", f"Initial weights: `{_md(json.dumps(meta['initial_weights']))}`"]
+        lines += ["", f"Initial weights: `{markdown_cell(json.dumps(meta['initial_weights']))}`"]
     lines += ["", "## Validation metrics (during training)", ""]
     lines += _metrics_table(meta.get("metrics"))
     lines += ["", "## Test metrics (evaluate-model)", ""]
     lines += _metrics_table(test_metrics) if test_metrics else ["(not given)"]
     lines += ["", "## Label map", "", "| id | name |", "|---|---|"]
-    lines += [f"| {i} | {_md(name)} |" for i, name in trained.label_map.items()]
+    lines += [f"| {i} | {markdown_cell(name)} |" for i, name in trained.label_map.items()]
     lines += [
         "",
         "## Serving",

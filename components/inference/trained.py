@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..common.label_map import JSON_FILE, LabelMap, LabelMapError
+from ..training.checkpoints import BEST_DIR, CONFIG_FILE
+from ..training.checkpoints import MODEL_METADATA_FILE as METADATA_FILE
 
-METADATA_FILE = "model.json"
-CONFIG_FILE = "params.yaml"
-BEST_DIR = "best"
 CHECKPOINTS = ("best", "latest")
 # Candidates per class kept before NMS when serving. Model Garden's COCO default, 5000, is sized
 # for 1024 px inputs; on the light presets' 12k anchors it made NMS 80% of a RetinaNet's CPU time

@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 from cvat_sdk import models
 from PIL import Image, ImageOps
-from pycocotools import mask as mask_utils
 
 from ..common.cvat_client import (
     CvatCaller,
@@ -35,6 +34,7 @@ from ..common.cvat_client import (
     connect,
     credentials_from_env,
 )
+from ..common.dataset import mask_to_rle
 from . import shapes as geometry
 
 PREDICTIONS_FILE = "predictions.json"
@@ -360,8 +360,7 @@ class _Run:
         else:
             encoded = geometry.mask_points(mask)
             points = [encoded] if encoded else []
-            rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-            segmentation = {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
+            segmentation = mask_to_rle(mask)
         if not points:
             return None
         area = float(np.count_nonzero(mask))

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..common.dataset import Dataset, group_key
-from ..common.report import Report
+from ..common.report import Report, markdown_cell
 
 STAGE = "split-dataset"
 SPLITS = ("train", "val", "test")
@@ -542,17 +542,11 @@ def _summary_markdown(dataset, datasets, unassigned, units, fractions, targets, 
     counts = {s: (datasets[s].image_counts(), datasets[s].instance_counts()) for s in SPLITS}
     for class_id, name in dataset.label_map.items():
         cells = [f"{counts[s][0][class_id]} | {counts[s][1][class_id]}" for s in SPLITS]
-        lines.append(f"| {class_id} | {_md_cell(name)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {class_id} | {markdown_cell(name)} | " + " | ".join(cells) + " |")
 
     lines += ["", "## Notes", ""]
     lines += [f"- {note}" for note in notes] or ["- None: every request was honoured."]
     return "\n".join(lines) + "\n"
-
-
-def _md_cell(text: str) -> str:
-    """Text safe inside a Markdown table cell: pipes escaped, line breaks as spaces."""
-    text = text.replace("\\", "\\\\").replace("|", "\\|")
-    return " ".join(text.splitlines())
 
 
 def _pinned_image_counts(units: list[_Unit]) -> Counter:

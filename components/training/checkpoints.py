@@ -27,6 +27,8 @@ from pathlib import Path
 
 from ..common import storage
 
+CONFIG_FILE = "params.yaml"  # the effective ExperimentConfig, in the Model artifact
+MODEL_METADATA_FILE = "model.json"  # the Model artifact's metadata (run.py writes it)
 LATEST_FILE = "latest.json"
 METRICS_FILE = "metrics.json"
 BEST_DIR = "best"

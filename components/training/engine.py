@@ -40,6 +40,7 @@ from ..common import storage
 from ..common.label_map import LabelMap
 from .checkpoints import (
     BEST_DIR,
+    CONFIG_FILE,
     EVENTS_DIR,
     METRICS_FILE,
     DurableCheckpoints,
@@ -50,7 +51,6 @@ from .experiment import effective_config_yaml
 from .hyperparameters import TrainingStage, stage_at
 from .strategy import configure_runtime, create_strategy, plan_devices, set_precision_policy
 
-CONFIG_FILE = "params.yaml"
 MANIFEST_FILE = "manifest.json"
 TRAIN_SUMMARY_DIR = "train"
 BEST_INFO_FILE = "info.json"  # Model Garden's BestCheckpointExporter writes it into best/

@@ -43,14 +43,14 @@ from ..common import storage
 from ..common.archives import extract_archive, has_archive_suffix
 from ..common.label_map import JSON_FILE, LabelMap, LabelMapError
 from . import engine
-from .checkpoints import checkpoint_step
+from .checkpoints import MODEL_METADATA_FILE, checkpoint_step
 from .engine import BEST_INFO_FILE, CONFIG_FILE, MANIFEST_FILE, TrainingInputError, TrainResult
 from .experiment import build_experiment_config, checkpoint_modules
 from .hyperparameters import Hyperparameters, parse_hyperparameters
 from .presets import Preset, get_preset
 from .strategy import plan_devices
 
-METADATA_FILE = "model.json"
+METADATA_FILE = MODEL_METADATA_FILE
 PRESET_CHECKPOINT = "preset"  # pretrained_checkpoint_uri naming the preset's published checkpoint
 ALL_WEIGHTS = "all"
 BACKBONE_AND_DECODER = ["backbone", "decoder"]
