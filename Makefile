@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 LOCK := images/requirements.lock
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install test lint format compile bench lock clean demo demo-maskrcnn
+.PHONY: install test test-fast lint format compile docs bench lock clean demo demo-maskrcnn
 
 install: $(INSTALLED)
 
@@ -18,6 +18,10 @@ $(INSTALLED): setup.cfg pyproject.toml $(LOCK)
 test: $(INSTALLED)
 	$(BIN)/python -m pytest
 
+# The inner loop: everything but the tests marked slow (training, pipeline runs, image replays).
+test-fast: $(INSTALLED)
+	$(BIN)/python -m pytest -m "not slow"
+
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -28,6 +32,10 @@ format: $(INSTALLED)
 
 compile: $(INSTALLED)
 	$(BIN)/cvat-kfp compile
+
+# components/<stage>/README.md from each face's signature and docstring (checked fresh in tests).
+docs: $(INSTALLED)
+	$(BIN)/python scripts/component_readmes.py
 
 bench: $(INSTALLED)
 	$(BIN)/python bench/export_annotations.py

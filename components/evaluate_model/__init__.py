@@ -1,0 +1,1 @@
+"""evaluate-model: a Model and test TFRecords in; COCO metrics, confusion matrix, report out."""

@@ -1,0 +1,1 @@
+"""export-model: a trained Model in; a SavedModel (and TFLite), label maps and a model card out."""
