@@ -55,11 +55,10 @@ def read(root: Path, builder: DatasetBuilder, format_name: str | None = None) ->
     found = [(path, *_sniff(path)) for path in sorted(root.glob("*.xml"))]
     files = [(p, kind) for p, kind, _ in found if kind and kind == (format_name or kind)]
     if not files:
-        seen = "; ".join(
-            f"{p.name}: {kind or getattr(why, 'reason', why)}" for p, kind, why in found
-        )
+        seen = [f"{p.name}: {kind or getattr(why, 'reason', why)}" for p, kind, why in found]
         raise ValueError(
-            f"{root}: no {format_name or 'CVAT'} annotation XML at the top level ({seen or 'no *.xml'})"
+            f"{root}: no {format_name or 'CVAT'} annotation XML at the top level "
+            f"({'; '.join(seen) or 'no *.xml'})"
         )
     for path, _, unreadable in found:
         if isinstance(unreadable, safe_xml.XmlFileError):

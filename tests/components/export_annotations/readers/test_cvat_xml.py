@@ -501,7 +501,8 @@ def test_per_subset_files_keep_their_subset_from_the_file_name(tmp_path):
     assert [(i["file_name"], i["subset"]) for i in dataset.images] == [
         ("a.png", "train"), ("b.png", "val"),
     ]  # fmt: skip
-    assert [(e.action, e.location, e.message) for e in _entries(report, "subset-from-file-name")] == [
+    notes = _entries(report, "subset-from-file-name")
+    assert [(e.action, e.location, e.message) for e in notes] == [
         ("note", f"{name}.xml", f"the <meta> names no subset: its images are subset {name!r}, "
          "after the file name (datumaro writes one <subset>.xml per subset)")
         for name in ("train", "val")
@@ -524,7 +525,8 @@ def test_a_missing_image_says_where_the_reader_looked_and_where_the_file_is(expo
 
 
 def test_a_missing_video_frame_names_the_frame_not_an_invented_file(video, tmp_path):
-    tracks = f'<track id="0" label="cat">{_box_xml(2, 0, 0, 2, 2)}{_box_xml(4, 0, 0, 2, 2, 1)}</track>'
+    shapes = _box_xml(2, 0, 0, 2, 2) + _box_xml(4, 0, 0, 2, 2, outside=1)
+    tracks = f'<track id="0" label="cat">{shapes}</track>'
     builder = DatasetBuilder()
     cvat_xml.read(video(tracks, files=[0, 4, 6, 8]), builder)
     with pytest.raises(ReportError):
