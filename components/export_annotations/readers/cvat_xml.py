@@ -6,6 +6,9 @@ attributes, `occluded`, and for tracks `track_id` and `keyframe`. Tracks become 
 frame: the shapes the file holds are taken as written (CVAT writes every frame), frames missing
 between two of them are filled as CVAT interpolates, and a track ends at an `outside` shape.
 Points, polylines, skeletons, cuboids and tags are skipped with a report line each.
+A `stop_frame` past the last of the task's `<size>` frames (datumaro writes the size there) is
+capped at the last; datumaro's per-subset `<subset>.xml`, whose meta names no subset, gives its
+images the subset of its file name.
 """
 
 from __future__ import annotations
