@@ -379,10 +379,10 @@ def _looked_for(ctx: _Context, candidates: list[Path]) -> str:
         f" and {len(elsewhere) - 3} more" if len(elsewhere) > 3 else ""
     )
     which = "a file of that name is" if len(elsewhere) == 1 else "files of that name are"
-    return (
-        f"looked for {looked}; {which} at {shown}: CVAT keeps an export's images in images/, "
-        "move them there"
-    )
+    advice = ""
+    if not any(path.startswith("images/") for path in elsewhere):
+        advice = ": CVAT keeps an export's images in images/, move them there"
+    return f"looked for {looked}; {which} at {shown}{advice}"
 
 
 def _clean_relative(name: str) -> str:

@@ -522,6 +522,15 @@ def test_a_missing_image_says_where_the_reader_looked_and_where_the_file_is(expo
         "image file a.png is not in the export (looked for images/a.png, a.png; a file of that "
         "name is at data/a.png: CVAT keeps an export's images in images/, move them there)",
     )
+    write_image(root / "images" / "Train" / "a.png", 20, 10)  # another subset's: no advice
+    builder = DatasetBuilder()
+    cvat_xml.read(root, builder)
+    builder.build(tmp_path / "out", skip_bad_images=True)
+    (missing,) = builder.report.of("skipped")
+    assert missing.message == (
+        "image file a.png is not in the export (looked for images/a.png, a.png; files of that "
+        "name are at data/a.png, images/Train/a.png) (1 annotation(s) skipped with it)"
+    )
 
 
 def test_a_missing_video_frame_names_the_frame_not_an_invented_file(video, tmp_path):
