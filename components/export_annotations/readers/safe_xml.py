@@ -1,6 +1,7 @@
 """Every XML an export holds is read here: with defusedxml, refusing DTDs and so entities (an
 entity can pull in a local file or expand a few bytes into gigabytes), and with errors that name
-the file, the line and the column. CVAT, PASCAL VOC and LabelMe exports never hold a DTD.
+the file, the line and the column (counted from 1, as editors do). CVAT, PASCAL VOC and LabelMe
+exports never hold a DTD.
 """
 
 from __future__ import annotations
@@ -48,8 +49,8 @@ def root_tag(path: Path, where: str | None = None) -> str:
 def problem(path: Path, where: str | None = None) -> str | None:
     """Why the file is not readable XML, or None when it is (reads it whole)."""
     try:
-        for _ in iterparse(path, where, events=("end",)):
-            pass
+        for _, element in iterparse(path, where, events=("end",)):
+            element.clear()  # keeps a large file from being held whole
     except XmlFileError as e:
         return str(e)
     return None
