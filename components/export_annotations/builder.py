@@ -31,6 +31,7 @@ class _PendingImage:
     source: Path  # the file on disk
     location: str
     annotation_ids: list[int] = field(default_factory=list)
+    looked_for: str = ""  # where the reader looked for a missing file, for the message
 
 
 class DatasetBuilder:
@@ -72,9 +73,11 @@ class DatasetBuilder:
         subset: str | None = None,
         group: str | None = None,
         location: str = "",
+        looked_for: str = "",
     ) -> int:
         """Register an image file; returns its id. `width`/`height` are the annotation's view of
-        the image (None: take them from the file); `file_name` is its name inside the Dataset."""
+        the image (None: take them from the file); `file_name` is its name inside the Dataset;
+        `looked_for` says where the reader looked when `source` is not there."""
         image_id = len(self._images) + 1
         record = {
             "id": image_id,
@@ -87,7 +90,8 @@ class DatasetBuilder:
         group = group if group not in (None, "") else self.default_group
         if group not in (None, ""):
             record["group"] = str(group)
-        self._images[image_id] = _PendingImage(record, Path(source), location or file_name)
+        pending = _PendingImage(record, Path(source), location or file_name, looked_for=looked_for)
+        self._images[image_id] = pending
         return image_id
 
     def _unique_file_name(self, file_name: str, location: str) -> str:
@@ -208,9 +212,10 @@ class DatasetBuilder:
         n = len(pending.annotation_ids)
         lost = f" ({n} annotation(s) skipped with it)" if skip_bad_images and n else ""
         if not pending.source.is_file():
+            looked = f" ({pending.looked_for})" if pending.looked_for else ""
             act(
                 "image-missing",
-                f"image file {pending.source.name} is not in the export{lost}",
+                f"image file {pending.source.name} is not in the export{looked}{lost}",
                 where,
             )
             return False

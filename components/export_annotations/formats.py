@@ -5,11 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from .builder import DatasetBuilder
-from .readers import coco, cvat_xml, labelme, mot, segmentation_mask, tfrecord, voc, yolo
+from .readers import coco, cvat_xml, labelme, mot, safe_xml, segmentation_mask, tfrecord, voc, yolo
 
 READERS = (coco, cvat_xml, yolo, voc, labelme, segmentation_mask, mot, tfrecord)
 FORMATS = {name: reader for reader in READERS for name in reader.FORMATS}
 AUTO = "auto"
+# When nothing is detected, this many XML files (top level and two folders down, where the
+# readers look) are read whole to say which of them cannot be read.
+XML_FILES_CHECKED = 50
 
 # Short names people type, beside CVAT's display names (matched case-insensitively).
 ALIASES = {
@@ -50,14 +53,25 @@ def detect_format(root: Path) -> str:
         return candidates[0]
     if not candidates:
         listing = sorted(p.name + ("/" if p.is_dir() else "") for p in root.iterdir())[:20]
+        unreadable = _unreadable_xml(root)
         raise ValueError(
             f"{root}: no known CVAT export format found (top level holds {listing}). "
-            f"Supported: {', '.join(FORMATS)}. Pass the format explicitly if it is one of them."
+            + (f"XML that cannot be read: {'; '.join(unreadable)}. " if unreadable else "")
+            + f"Supported: {', '.join(FORMATS)}. Pass the format explicitly if it is one of them."
         )
     raise ValueError(
         f"{root}: the export looks like several formats ({', '.join(candidates)}); "
         "pass the format explicitly"
     )
+
+
+def _unreadable_xml(root: Path) -> list[str]:
+    """Why each of the first XML files that cannot be read cannot (malformed, DTD, ...)."""
+    paths = [p for pattern in ("*.xml", "*/*.xml", "*/*/*.xml") for p in sorted(root.glob(pattern))]
+    problems = (
+        safe_xml.problem(p, p.relative_to(root).as_posix()) for p in paths[:XML_FILES_CHECKED]
+    )
+    return [problem for problem in problems if problem][:5]
 
 
 def read_export(root: Path, builder: DatasetBuilder, format_name: str = AUTO) -> str:

@@ -6,10 +6,14 @@ attributes, `occluded`, and for tracks `track_id` and `keyframe`. Tracks become 
 frame: the shapes the file holds are taken as written (CVAT writes every frame), frames missing
 between two of them are filled as CVAT interpolates, and a track ends at an `outside` shape.
 Points, polylines, skeletons, cuboids and tags are skipped with a report line each.
+A `stop_frame` past the last of the task's `<size>` frames (datumaro writes the size there) is
+capped at the last; datumaro's per-subset `<subset>.xml`, whose meta names no subset, gives its
+images the subset of its file name.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import math
 import re
@@ -23,6 +27,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from ..builder import DatasetBuilder
+from . import safe_xml
 
 FORMATS = ("CVAT for images 1.1", "CVAT for video 1.1")
 IMAGES_FORMAT, VIDEO_FORMAT = FORMATS
@@ -31,6 +36,7 @@ SHAPES = ("box", "polygon", "ellipse", "mask")
 NO_INSTANCE_LABEL_TYPES = ("points", "polyline", "skeleton", "cuboid", "tag")
 ELLIPSE_VERTICES = 64
 FRAME_FILE = re.compile(r"frame_(\d+)")
+CVAT_FILE_NAME = "annotations.xml"  # what CVAT names it; other names are datumaro's <subset>.xml
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
@@ -41,7 +47,7 @@ class _Invalid(ValueError):
 def detect(root: Path) -> list[str]:
     """The CVAT XML formats of the *.xml files at the top of `root` (reads up to the first
     <image> or <track>)."""
-    kinds = {_sniff(path) for path in Path(root).glob("*.xml")}
+    kinds = {_sniff(path)[0] for path in Path(root).glob("*.xml")}
     return [name for name in FORMATS if name in kinds]
 
 
@@ -49,37 +55,48 @@ def read(root: Path, builder: DatasetBuilder, format_name: str | None = None) ->
     root = Path(root)
     if format_name is not None and format_name not in FORMATS:
         raise ValueError(f"{format_name!r} is not one of {FORMATS}")
-    found = [(path, _sniff(path)) for path in sorted(root.glob("*.xml"))]
-    files = [(p, kind) for p, kind in found if kind and kind == (format_name or kind)]
+    found = [(path, *_sniff(path)) for path in sorted(root.glob("*.xml"))]
+    files = [(p, kind) for p, kind, _ in found if kind and kind == (format_name or kind)]
     if not files:
-        seen = ", ".join(f"{p.name}: {kind or 'not CVAT XML'}" for p, kind in found) or "none"
+        seen = [f"{p.name}: {kind or getattr(why, 'reason', why)}" for p, kind, why in found]
         raise ValueError(
-            f"{root}: no {format_name or 'CVAT'} annotation XML at the top level (*.xml: {seen})"
+            f"{root}: no {format_name or 'CVAT'} annotation XML at the top level "
+            f"({'; '.join(seen) or 'no *.xml'})"
         )
+    for path, _, unreadable in found:
+        if isinstance(unreadable, safe_xml.XmlFileError):
+            builder.report.skipped(unreadable.code, f"{unreadable.reason}: not read", path.name)
     for path, kind in files:
-        _read_file(_Context(root, path, builder), kind)
+        _read_file(_Context(root, path, builder, kind), kind)
 
 
-def _sniff(path: Path) -> str | None:
+def _sniff(path: Path) -> tuple[str | None, str | safe_xml.XmlFileError]:
+    """(the CVAT format of the file, or None and why it is not one)."""
     depth, seen_meta = 0, False
     try:
-        with path.open("rb") as source:
-            for event, element in ET.iterparse(source, events=("start", "end")):
-                if event == "end":
-                    depth -= 1
-                    continue
-                depth += 1
-                if depth == 1 and element.tag != "annotations":
-                    return None
-                if depth == 2:
-                    seen_meta = seen_meta or element.tag in ("version", "meta")
-                    if seen_meta and element.tag == "image":
-                        return IMAGES_FORMAT
-                    if seen_meta and element.tag == "track":
-                        return VIDEO_FORMAT
-    except (ET.ParseError, OSError):
-        return None
-    return VIDEO_FORMAT if seen_meta else None  # CVAT for images writes every frame as <image>
+        for event, element in safe_xml.iterparse(path, path.name):
+            if event == "end":
+                depth -= 1
+                continue
+            depth += 1
+            if depth == 1 and element.tag != "annotations":
+                return None, f"not CVAT XML: its root element is <{element.tag}>, not <annotations>"
+            if depth == 2:
+                seen_meta = seen_meta or element.tag == "meta"
+                if element.tag in ("image", "track") and not seen_meta:
+                    return None, (
+                        f"not CVAT XML: an <{element.tag}> comes before any <meta> (CVAT writes "
+                        "<version> and <meta>, the labels and frames, first)"
+                    )
+                if element.tag == "image":
+                    return IMAGES_FORMAT, ""
+                if element.tag == "track":
+                    return VIDEO_FORMAT, ""
+    except safe_xml.XmlFileError as e:
+        return None, e
+    if not seen_meta:
+        return None, "not CVAT XML: <annotations> holds no <meta>"
+    return VIDEO_FORMAT, ""  # CVAT for images writes every frame as <image>
 
 
 # --- the file and its meta -------------------------------------------------------------------
@@ -129,9 +146,11 @@ class _Context:
     root: Path
     path: Path
     builder: DatasetBuilder
+    kind: str  # IMAGES_FORMAT or VIDEO_FORMAT
     meta: _Meta | None = None
     classes: set[str] = field(default_factory=set)
     frames: dict = field(default_factory=lambda: defaultdict(list))  # (task, frame) -> shapes
+    _files_by_name: dict[str, list[str]] | None = None  # see files_named
 
     @property
     def where(self) -> str:
@@ -140,6 +159,18 @@ class _Context:
     @property
     def report(self):
         return self.builder.report
+
+    def files_named(self, pattern: str) -> list[str]:
+        """The export's files whose name matches `pattern` (a glob), relative to its root: where
+        a missing image lies instead. The export is listed once, on the first call."""
+        if self._files_by_name is None:
+            self._files_by_name = defaultdict(list)
+            for path in sorted(self.root.rglob("*")):
+                if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+                    relative = path.relative_to(self.root).as_posix()
+                    self._files_by_name[path.name].append(relative)
+        names = fnmatch.filter(self._files_by_name, pattern)
+        return [relative for name in sorted(names) for relative in self._files_by_name[name]]
 
     def group(self, what: str) -> str:
         """A split group name, kept apart from other sources merged into the same builder."""
@@ -151,6 +182,7 @@ def _read_file(ctx: _Context, kind: str) -> None:
     for element in _top_elements(ctx):
         if element.tag == "meta":
             ctx.meta = _read_meta(ctx, element)
+            _subset_from_file_name(ctx)
             _declare_classes(ctx)
         elif element.tag in ("image", "track"):
             if ctx.meta is None:
@@ -170,19 +202,15 @@ def _read_file(ctx: _Context, kind: str) -> None:
 def _top_elements(ctx: _Context):
     """Each child of <annotations>, complete, then dropped from memory."""
     depth, top = 0, None
-    try:
-        with ctx.path.open("rb") as source:
-            for event, element in ET.iterparse(source, events=("start", "end")):
-                if event == "start":
-                    depth += 1
-                    top = element if depth == 1 else top
-                    continue
-                depth -= 1
-                if depth == 1:
-                    yield element
-                    top.clear()
-    except ET.ParseError as e:
-        raise ValueError(f"{ctx.where}: not well-formed XML ({e})") from None
+    for event, element in safe_xml.iterparse(ctx.path, ctx.where):
+        if event == "start":
+            depth += 1
+            top = element if depth == 1 else top
+            continue
+        depth -= 1
+        if depth == 1:
+            yield element
+            top.clear()
 
 
 def _read_meta(ctx: _Context, meta: ET.Element) -> _Meta:
@@ -214,12 +242,35 @@ def _read_task(ctx: _Context, task: ET.Element) -> _Task:
         raise ValueError(f"{ctx.where}: frame_filter {step_text!r} is not CVAT's 'step=N'")
     step = int(match.group(1)) if match else 1
     size = int(_text(task, "size") or 0)
-    stop = int(_text(task, "stop_frame") or start + (size - 1) * step)
+    last = start + (size - 1) * step
+    stop = int(_text(task, "stop_frame") or last)
+    if size and stop > last and ctx.kind == VIDEO_FORMAT:
+        what = f"{task.tag} {_text(task, 'id')}".strip()
+        ctx.report.fixed(
+            "stop-frame-past-end",
+            f"stop_frame {stop} lies past the last of the {task.tag}'s {size} frame(s) "
+            f"({start}..{last} step {step}; <size> {size}): the {task.tag} is read to frame {last}",
+            f"{ctx.where}: {what}",
+        )
+        stop = last
     original = task.find("original_size")
     frame_size = None
     if original is not None and _text(original, "width") and _text(original, "height"):
         frame_size = (int(_text(original, "width")), int(_text(original, "height")))
     return _Task(_text(task, "id"), start, stop, step, _text(task, "subset"), frame_size)
+
+
+def _subset_from_file_name(ctx: _Context) -> None:
+    """datumaro writes one <subset>.xml per subset and names the subset nowhere else."""
+    if ctx.meta.subset or ctx.path.name == CVAT_FILE_NAME:
+        return
+    ctx.meta.subset = ctx.path.stem
+    ctx.report.note(
+        "subset-from-file-name",
+        f"the <meta> names no subset: its images are subset {ctx.path.stem!r}, after the file "
+        "name (datumaro writes one <subset>.xml per subset)",
+        ctx.where,
+    )
 
 
 def _text(element: ET.Element, path: str) -> str:
@@ -256,7 +307,9 @@ def _read_image(ctx: _Context, image: ET.Element) -> None:
         ctx.report.refused("image-invalid", message, ctx.where)
         return
     subset = image.get("subset") or ctx.meta.subset or None
-    source, file_name = _find_image(ctx.root, name, subset if ctx.meta.kind == "project" else None)
+    source, file_name, candidates = _find_image(
+        ctx.root, name, subset if ctx.meta.kind == "project" else None
+    )
     size = (_int(image.get("width")), _int(image.get("height")))
     image_id = ctx.builder.add_image(
         source,
@@ -266,6 +319,7 @@ def _read_image(ctx: _Context, image: ET.Element) -> None:
         subset=subset,
         group=_image_group(ctx, image),
         location=f"{ctx.where}: image {name!r}",
+        looked_for="" if source.is_file() else _looked_for(ctx, candidates),
     )
     shapes = []
     for index, element in enumerate(image, start=1):
@@ -291,14 +345,16 @@ def _image_group(ctx: _Context, image: ET.Element) -> str | None:
     return None
 
 
-def _find_image(root: Path, name: str, subset: str | None) -> tuple[Path, str]:
+def _find_image(root: Path, name: str, subset: str | None) -> tuple[Path, str, list[Path]]:
     """The file an <image> names (CVAT writes a video frame's name without its extension), or
-    where it should be; and its name inside the Dataset."""
+    where it should be; its name inside the Dataset; and the places looked in, as globs."""
     images = root / "images"
     relative = _clean_relative(name)
     bases = ([images / subset] if subset else []) + [images, root]
+    candidates = []
     for base in bases:
         path = base / relative
+        candidates.append(path if path.suffix else path.with_name(path.name + ".*"))
         if not path.is_file() and not path.suffix:
             pattern = glob.escape(path.name) + ".*"
             path = next((p for p in sorted(path.parent.glob(pattern)) if p.is_file()), path)
@@ -307,8 +363,26 @@ def _find_image(root: Path, name: str, subset: str | None) -> tuple[Path, str]:
     else:
         path = bases[0] / relative
     if path.is_relative_to(images):
-        return path, path.relative_to(images).as_posix()
-    return path, path.relative_to(root).as_posix()
+        return path, path.relative_to(images).as_posix(), candidates
+    return path, path.relative_to(root).as_posix(), candidates
+
+
+def _looked_for(ctx: _Context, candidates: list[Path]) -> str:
+    """Where the reader looked for a missing image, and where a file of its name lies instead."""
+    looked = ", ".join(p.relative_to(ctx.root).as_posix() for p in candidates)
+    name = candidates[-1].name
+    pattern = glob.escape(name[:-2]) + ".*" if name.endswith(".*") else glob.escape(name)
+    elsewhere = ctx.files_named(pattern)
+    if not elsewhere:
+        return f"looked for {looked}"
+    shown = ", ".join(elsewhere[:3]) + (
+        f" and {len(elsewhere) - 3} more" if len(elsewhere) > 3 else ""
+    )
+    which = "a file of that name is" if len(elsewhere) == 1 else "files of that name are"
+    advice = ""
+    if not any(path.startswith("images/") for path in elsewhere):
+        advice = ": CVAT keeps an export's images in images/, move them there"
+    return f"looked for {looked}; {which} at {shown}{advice}"
 
 
 def _clean_relative(name: str) -> str:
@@ -459,7 +533,7 @@ def _add_video_frames(ctx: _Context) -> None:
             if frame not in files and not shapes:
                 missing.append(frame)
                 continue
-            source = files.get(frame, folder / f"frame_{frame:06d}.PNG")
+            source = files.get(frame, folder / f"frame_{frame:06d}")
             width, height = task.size or _file_size(source, shapes)
             image_id = ctx.builder.add_image(
                 source,
@@ -469,13 +543,15 @@ def _add_video_frames(ctx: _Context) -> None:
                 subset=subset,
                 group=group,
                 location=f"{ctx.where}: {what} frame {frame}",
+                looked_for="" if frame in files else _looked_for(ctx, [Path(f"{source}.*")]),
             )
             _add_instances(ctx, image_id, shapes, (width, height))
         if missing:
             ctx.report.skipped(
                 "frame-missing",
-                f"{len(missing)} frame(s) have no image file and no shapes: left out (deleted "
-                f"frames, or an export without images): {missing[:30]}",
+                f"{len(missing)} frame(s) have no image file (looked for "
+                f"{folder.relative_to(ctx.root).as_posix()}/frame_NNNNNN.*) and no shapes: left "
+                f"out (deleted frames, or an export without images): {missing[:30]}",
                 f"{ctx.where}: {what}",
             )
 

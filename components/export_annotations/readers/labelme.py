@@ -17,7 +17,6 @@ with a report line; `<imagesize>` may come anywhere.
 from __future__ import annotations
 
 import math
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from PIL import Image
 
 from ...common.report import Report
 from ..builder import DatasetBuilder
+from . import safe_xml
 from .segmentation_mask import escapes
 
 FORMATS = ("LabelMe 3.0",)
@@ -58,8 +58,8 @@ def _is_csail(root: Path) -> bool:
 
 def _has_labelme_shape(path: Path) -> bool:
     try:
-        annotation = ET.parse(path).getroot()
-    except (ET.ParseError, OSError):
+        annotation = safe_xml.parse(path)
+    except safe_xml.XmlFileError:
         return False
     shapes = annotation.findall("object/polygon") + annotation.findall("object/segm")
     return annotation.tag == "annotation" and bool(shapes)
@@ -79,9 +79,9 @@ def _read_file(root: Path, annotations_root: Path, path: Path, builder: DatasetB
     report = builder.report
     location = path.relative_to(root).as_posix()
     try:
-        annotation = ET.parse(path).getroot()
-    except ET.ParseError as e:
-        report.refused("xml-malformed", f"not well-formed XML: {e}", location)
+        annotation = safe_xml.parse(path, location)
+    except safe_xml.XmlFileError as e:
+        report.refused(e.code, e.reason, location)
         return
     if annotation.tag != "annotation":
         report.note("xml-not-labelme", f"root element <{annotation.tag}>: not read", location)

@@ -22,12 +22,12 @@ and CVAT's `labelmap.txt` (`name:r,g,b:parts:actions`).
 from __future__ import annotations
 
 import math
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...common.report import Report
 from ..builder import STAGE, DatasetBuilder
+from . import safe_xml
 from .segmentation_mask import (
     CLASS_DIR,
     IMAGES_DIR,
@@ -88,10 +88,10 @@ def detect(root: Path) -> list[str]:
 
 def _has_voc_box(path: Path) -> bool:
     try:
-        tree = ET.parse(path)
-    except (ET.ParseError, OSError):
+        annotation = safe_xml.parse(path)
+    except safe_xml.XmlFileError:
         return False
-    return tree.getroot().tag == "annotation" and tree.find("object/bndbox") is not None
+    return annotation.tag == "annotation" and annotation.find("object/bndbox") is not None
 
 
 # --- reading --------------------------------------------------------------------------------
@@ -123,14 +123,15 @@ def _annotation_files(root: Path) -> dict[str, Path]:
         paths = sorted(folder.rglob("*.xml"))
     else:
         folder = root
-        paths = [p for p in sorted(root.rglob("*.xml")) if _root_tag(p) == "annotation"]
+        paths = [p for p in sorted(root.rglob("*.xml")) if _root_tag(p) in ("annotation", None)]
     return {p.relative_to(folder).with_suffix("").as_posix(): p for p in paths}
 
 
 def _root_tag(path: Path) -> str | None:
+    """The root element's tag; None when the file cannot be read (_parse_file refuses it)."""
     try:
-        return next(ET.iterparse(path, events=("start",)))[1].tag
-    except (ET.ParseError, OSError, StopIteration):
+        return safe_xml.root_tag(path)
+    except safe_xml.XmlFileError:
         return None
 
 
@@ -154,9 +155,9 @@ def _note_class_lists(folder: Path, report: Report) -> None:
 def _parse_file(path: Path, root: Path, report: Report) -> _Item | None:
     location = path.relative_to(root).as_posix()
     try:
-        annotation = ET.parse(path).getroot()
-    except ET.ParseError as e:
-        report.refused("xml-malformed", f"not well-formed XML: {e}", location)
+        annotation = safe_xml.parse(path, location)
+    except safe_xml.XmlFileError as e:
+        report.refused(e.code, e.reason, location)
         return None
     if annotation.tag != "annotation":
         report.refused(

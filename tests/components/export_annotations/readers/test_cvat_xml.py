@@ -411,12 +411,19 @@ def test_frame_step_and_missing_frames(video, tmp_path):
     root = video(tracks, 10, 22, 3, files=[10, 13])
     builder = DatasetBuilder()
     cvat_xml.read(root, builder)
-    with pytest.raises(ReportError, match=r"task 5 frame 16: image file frame_000016.PNG is not"):
+    with pytest.raises(
+        ReportError,
+        match=r"task 5 frame 16: image file frame_000016 is not in the export \(looked for "
+        r"images/frame_000016\.\*\)",
+    ):
         builder.build(root / "out")
     dataset, report = read_into(cvat_xml, root, tmp_path / "out", skip_bad_images=True)
     assert [i["file_name"] for i in dataset.images] == ["frame_000010.PNG", "frame_000013.PNG"]
     (missing,) = _entries(report, "frame-missing")
-    assert missing.message.endswith("[19, 22]")
+    assert missing.message == (
+        "2 frame(s) have no image file (looked for images/frame_NNNNNN.*) and no shapes: left out "
+        "(deleted frames, or an export without images): [19, 22]"
+    )
 
 
 def test_unsupported_tracks_are_skipped_one_line_per_track(video, tmp_path):
@@ -460,6 +467,140 @@ def test_video_exports_that_cannot_be_mapped_to_frames_are_refused(export, video
     )
     with pytest.raises(ValueError, match="frame_filter 'every=2' is not CVAT's 'step=N'"):
         cvat_xml.read(root, DatasetBuilder())
+
+
+def test_a_stop_frame_one_past_the_last_frame_is_capped_at_the_frames_that_exist(export, tmp_path):
+    # Some writers (datumaro's CVAT converter among them) write stop_frame = size: one past the
+    # last frame. A track open on the last frame must not be carried onto a frame that is not there.
+    frames = "<size>3</size><start_frame>0</start_frame><stop_frame>3</stop_frame>"
+    meta = _task("interpolation", frames + "<frame_filter></frame_filter>")
+    tracks = f'<track id="0" label="cat">{_box_xml(0, 0, 0, 2, 2)}</track>'
+    images = {f"frame_{n:06d}.PNG": (20, 10) for n in range(3)}
+    dataset, report = read_into(cvat_xml, export(tracks, meta, images), tmp_path / "out")
+    assert [(f, a["bbox"]) for f, a in _by_frame(dataset)] == [(n, [0, 0, 2, 2]) for n in range(3)]
+    (fixed,) = _entries(report, "stop-frame-past-end")
+    assert (fixed.action, fixed.location, fixed.message) == (
+        "fixed",
+        "annotations.xml: task 5",
+        "stop_frame 3 lies past the last of the task's 3 frame(s) (0..2 step 1; <size> 3): the "
+        "task is read to frame 2",
+    )
+    assert report.refusals == [] and _entries(report, "frame-missing") == []
+
+
+def test_per_subset_files_keep_their_subset_from_the_file_name(tmp_path):
+    # datumaro's CVAT converter writes one <subset>.xml per subset, the subset named only by the
+    # file (and the task's <name>), and every image in one images/ folder.
+    root = tmp_path / "export"
+    for subset, image in (("train", "a.png"), ("val", "b.png")):
+        meta = f"<task><id></id><name>{subset}</name><size>1</size>{LABELS}</task>"
+        (root / f"{subset}.xml").parent.mkdir(exist_ok=True)
+        (root / f"{subset}.xml").write_text(_xml(meta, _image_xml("", name=image)))
+        write_image(root / "images" / image, 20, 10)
+    dataset, report = read_into(cvat_xml, root, tmp_path / "out")
+    assert [(i["file_name"], i["subset"]) for i in dataset.images] == [
+        ("a.png", "train"), ("b.png", "val"),
+    ]  # fmt: skip
+    notes = _entries(report, "subset-from-file-name")
+    assert [(e.action, e.location, e.message) for e in notes] == [
+        ("note", f"{name}.xml", f"the <meta> names no subset: its images are subset {name!r}, "
+         "after the file name (datumaro writes one <subset>.xml per subset)")
+        for name in ("train", "val")
+    ]  # fmt: skip
+
+
+def test_a_missing_image_says_where_the_reader_looked_and_where_the_file_is(export, tmp_path):
+    root = export(_image_xml('<box label="cat" xtl="0" ytl="0" xbr="1" ybr="1"/>'))
+    write_image(root / "data" / "a.png", 20, 10)
+    builder = DatasetBuilder()
+    cvat_xml.read(root, builder)
+    with pytest.raises(ReportError):
+        builder.build(tmp_path / "out")
+    (missing,) = builder.report.refusals
+    assert (missing.location, missing.message) == (
+        "annotations.xml: image 'a.png'",
+        "image file a.png is not in the export (looked for images/a.png, a.png; a file of that "
+        "name is at data/a.png: CVAT keeps an export's images in images/, move them there)",
+    )
+    write_image(root / "images" / "Train" / "a.png", 20, 10)  # another subset's: no advice
+    builder = DatasetBuilder()
+    cvat_xml.read(root, builder)
+    builder.build(tmp_path / "out", skip_bad_images=True)
+    (missing,) = builder.report.of("skipped")
+    assert missing.message == (
+        "image file a.png is not in the export (looked for images/a.png, a.png; files of that "
+        "name are at data/a.png, images/Train/a.png) (1 annotation(s) skipped with it)"
+    )
+
+
+def test_a_missing_video_frame_names_the_frame_not_an_invented_file(video, tmp_path):
+    shapes = _box_xml(2, 0, 0, 2, 2) + _box_xml(4, 0, 0, 2, 2, outside=1)
+    tracks = f'<track id="0" label="cat">{shapes}</track>'
+    builder = DatasetBuilder()
+    cvat_xml.read(video(tracks, files=[0, 4, 6, 8]), builder)
+    with pytest.raises(ReportError):
+        builder.build(tmp_path / "out")
+    (missing,) = builder.report.refusals
+    assert (missing.location, missing.message) == (
+        "annotations.xml: task 5 frame 2",
+        "image file frame_000002 is not in the export (looked for images/frame_000002.*)",
+    )
+
+
+@pytest.mark.parametrize(
+    "document, reason",
+    [
+        ("<annotations><version>1.1</version><meta><task></meta></annotations>",
+         "not well-formed XML (line 2, column 50: mismatched tag))"),
+        ('<!DOCTYPE annotations [<!ENTITY x SYSTEM "file:///etc/passwd">]>\n'
+         "<annotations>&x;</annotations>",
+         "a document type declaration <!DOCTYPE annotations> at line 2: DTDs and entity "
+         "declarations are not allowed (an entity can read local files or expand without bound; "
+         "CVAT, PASCAL VOC and LabelMe never write one). Remove the <!DOCTYPE ...> block"),
+        ('<!DOCTYPE a [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]>'
+         "\n<annotations>&b;</annotations>",
+         "a document type declaration <!DOCTYPE a> at line 2: DTDs and entity declarations are "
+         "not allowed"),
+        ("<annotations><version>1.1</version>" + _image_xml("") + "</annotations>",
+         "not CVAT XML: an <image> comes before any <meta> (CVAT writes <version> and <meta>, "
+         "the labels and frames, first)"),
+        ("<annotations/>", "not CVAT XML: <annotations> holds no <meta>"),
+        ("<annotation><object/></annotation>", "not CVAT XML: its root element is <annotation>, "
+         "not <annotations>"),
+    ],
+)  # fmt: skip
+def test_unreadable_or_foreign_xml_says_why(tmp_path, document, reason):
+    root = tmp_path / "export"
+    root.mkdir()
+    (root / "annotations.xml").write_text('<?xml version="1.0" encoding="utf-8"?>\n' + document)
+    with pytest.raises(ValueError) as error:
+        cvat_xml.read(root, DatasetBuilder())
+    assert str(error.value).startswith(
+        f"{root}: no CVAT annotation XML at the top level (annotations.xml: {reason}"
+    )
+
+
+def test_an_xml_broken_past_its_meta_is_refused_with_line_and_column(export):
+    root = export(_image_xml("") + "<image id='1' name='b.png'></track>")
+    with pytest.raises(ValueError) as error:
+        cvat_xml.read(root, DatasetBuilder())
+    assert str(error.value) == (
+        "annotations.xml: not well-formed XML (line 12, column 112: mismatched tag)"
+    )
+
+
+def test_an_unreadable_xml_beside_the_export_is_skipped_with_a_report_line(export, tmp_path):
+    root = export(_image_xml(""), images={"a.png": (20, 10)})
+    (root / "notes.xml").write_text('<!DOCTYPE notes [<!ENTITY x "y">]>\n<notes>&x;</notes>')
+    (root / "other.xml").write_text("<notes>\n<open></notes>")  # another tool's: not CVAT
+    dataset, report = read_into(cvat_xml, root, tmp_path / "out")
+    assert len(dataset.images) == 1
+    assert [(e.action, e.code, e.location, e.message) for e in report.of("skipped")] == [
+        ("skipped", "xml-dtd-forbidden", "notes.xml",
+         "a document type declaration <!DOCTYPE notes> at line 1: DTDs and entity declarations "
+         "are not allowed (an entity can read local files or expand without bound; CVAT, PASCAL "
+         "VOC and LabelMe never write one). Remove the <!DOCTYPE ...> block: not read"),
+    ]  # fmt: skip
 
 
 # --- conformance on ../shared/test_data ------------------------------------------------------

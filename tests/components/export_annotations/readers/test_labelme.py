@@ -89,6 +89,29 @@ def test_cvat_flat_layout_with_a_subset_folder(tmp_path):
     assert builder.report.entries == []
 
 
+@pytest.mark.parametrize(
+    "document, code, message",
+    [
+        ("<annotation>\n<filename>a.jpg</annotation>", "xml-malformed",
+         "not well-formed XML (line 2, column 18: mismatched tag)"),
+        ('<!DOCTYPE annotation [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;">]>\n'
+         "<annotation><filename>&b;</filename></annotation>", "xml-dtd-forbidden",
+         "a document type declaration <!DOCTYPE annotation> at line 1: DTDs and entity "
+         "declarations are not allowed (an entity can read local files or expand without bound; "
+         "CVAT, PASCAL VOC and LabelMe never write one). Remove the <!DOCTYPE ...> block"),
+    ],
+)  # fmt: skip
+def test_unreadable_xml_is_refused_with_its_file_line_and_column(tmp_path, document, code, message):
+    root = tmp_path / "export"
+    write(root / "default/a.xml", _xml("a.jpg", *OBJECTS))
+    write_image(root / "default/a.jpg")
+    write(root / "default/b.xml", document)
+    builder = read(labelme, root)
+    assert [(e.action, e.code, e.location, e.message) for e in builder.report.refusals] == [
+        ("refused", code, "default/b.xml", message)
+    ]
+
+
 def test_csail_layout(tmp_path):
     root = tmp_path / "export"
     write(root / "Annotations/folder/a.xml", _xml("a.jpg", *OBJECTS))

@@ -139,9 +139,42 @@ def test_bad_boxes_are_named_in_the_report(tmp_path, box, action, code):
 
 def test_malformed_xml_is_refused_with_its_file(tmp_path):
     root = _export(tmp_path / "export")
-    write(root / "Annotations/b.xml", "<annotation><object>")
+    write(root / "Annotations/b.xml", "<annotation>\n  <object>")
     builder = read(voc, root)
-    assert locations(builder, "xml-malformed") == ["Annotations/b.xml"]
+    (entry,) = entries(builder, "xml-malformed")
+    assert (entry.action, entry.location, entry.message) == (
+        "refused", "Annotations/b.xml", "not well-formed XML (line 2, column 11: no element found)"
+    )  # fmt: skip
+
+
+DTD_REFUSED = (
+    "a document type declaration <!DOCTYPE annotation> at line 1: DTDs and entity declarations "
+    "are not allowed (an entity can read local files or expand without bound; CVAT, PASCAL VOC "
+    "and LabelMe never write one). Remove the <!DOCTYPE ...> block"
+)
+ENTITY_BOMB = (
+    '<!DOCTYPE annotation [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;">]>\n'
+    "<annotation><filename>&b;</filename></annotation>"
+)
+EXTERNAL_ENTITY = (
+    '<!DOCTYPE annotation [<!ENTITY secret SYSTEM "file:///etc/hostname">]>\n'
+    "<annotation><filename>&secret;</filename></annotation>"
+)
+
+
+@pytest.mark.parametrize("document", [ENTITY_BOMB, EXTERNAL_ENTITY], ids=["bomb", "external"])
+@pytest.mark.parametrize("layout", ["Annotations/b.xml", "b.xml"])
+def test_dtds_and_entities_are_refused_by_file(tmp_path, document, layout):
+    root = tmp_path / "export"
+    if layout.startswith("Annotations"):
+        _export(root)
+    else:  # the flat layout: XMLs beside their images
+        write(root / "a.xml", _xml("a.jpg", CAT))
+        write_image(root / "a.jpg")
+    write(root / layout, document)
+    builder = read(voc, root)
+    (entry,) = entries(builder, "xml-dtd-forbidden")
+    assert (entry.action, entry.location, entry.message) == ("refused", layout, DTD_REFUSED)
 
 
 def test_paths_that_leave_the_export_are_refused(tmp_path):
