@@ -26,8 +26,10 @@ format: $(INSTALLED)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# The compiled YAML, then its golden snapshots (tests/pipelines/test_golden.py): review both diffs.
 compile: $(INSTALLED)
 	$(BIN)/cvat-kfp compile
+	CVAT_KFP_UPDATE_GOLDEN=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/pipelines/test_golden.py
 
 bench: $(INSTALLED)
 	$(BIN)/python bench/export_annotations.py
