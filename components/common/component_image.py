@@ -1,7 +1,10 @@
 """The container image every component runs in: one name, tied to the package version.
 
-Override at compile time with the environment (`CVAT_KFP_IMAGE`, `CVAT_KFP_GPU_IMAGE`) or with
-`cvat-kfp compile --image/--gpu-image`, which set the same variables before the components load.
+The default is this repository's namespace on the GitHub Container Registry
+(ghcr.io/<repository owner>/cvat-kfp), where .github/workflows/release-images.yml pushes both
+images on a version tag (README, "Component images"). Override at compile time with the
+environment (`CVAT_KFP_IMAGE`, `CVAT_KFP_GPU_IMAGE`) or with `cvat-kfp compile --image/--gpu-image`,
+which set the same variables before the components load.
 Read when a component module is imported (its decorator runs then), not when this module is.
 """
 

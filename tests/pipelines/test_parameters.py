@@ -4,9 +4,9 @@ import re
 
 import pytest
 
+from cvat_kfp.components.training.presets import presets_for
 from cvat_kfp.pipelines import parameters, registry
 from cvat_kfp.pipelines.cli import main
-from cvat_kfp.pipelines.training import MASKRCNN, TFOD, training_parameters
 
 
 def test_values_are_converted_to_the_parameter_types():
@@ -70,16 +70,40 @@ def test_unknown_pipeline_lists_the_pipelines(capsys):
     assert all(name in err for name in registry.PIPELINES)
 
 
-def test_training_pipelines_share_the_data_parameters_of_dataset_preparation():
-    data = set(parameters.pipeline_parameters("dataset_preparation")) - {"include_masks"}
-    for kind in (TFOD, MASKRCNN):
-        names = [p.name for p in training_parameters(kind)]
-        assert data <= set(names)
-        assert "include_masks" not in names  # decided by the pipeline's kind
-    assert parameters.pipeline_parameters("tfod_training")["preset"].default == (
-        "ssd-mobilenet-v2-coco"
-    )
-    assert parameters.pipeline_parameters("maskrcnn_training")["preset"].default == "maskrcnn"
+def _declared(pipeline_name: str) -> dict[str, tuple]:
+    """name → (type, default, description with whitespace folded), as the pipeline declares it."""
+    return {
+        name: (p.type, p.default, " ".join(p.description.split()))
+        for name, p in parameters.pipeline_parameters(pipeline_name).items()
+    }
+
+
+def test_training_pipelines_declare_the_data_parameters_as_dataset_preparation_does():
+    """The two explicit training signatures repeat dataset-preparation's parameters (all but
+    include_masks, which each pipeline decides); they must not drift apart."""
+    data = _declared("dataset_preparation")
+    del data["include_masks"]
+    for name in ("tfod_training", "maskrcnn_training"):
+        declared = _declared(name)
+        assert "include_masks" not in declared
+        assert {p: declared.get(p) for p in data} == data, name
+
+
+def test_the_two_training_pipelines_differ_only_where_their_models_do():
+    tfod, maskrcnn = _declared("tfod_training"), _declared("maskrcnn_training")
+    assert set(maskrcnn) - set(tfod) == {"preannotate_mask_format"}
+    assert set(tfod) <= set(maskrcnn)
+    differing = {name for name in tfod if tfod[name] != maskrcnn[name]}
+    assert differing == {"preset"}
+    for pipeline, trainer, default in (
+        (tfod, "train_tfod", "ssd-mobilenet-v2-coco"),
+        (maskrcnn, "train_maskrcnn", "maskrcnn"),
+    ):
+        presets = [preset.name for preset in presets_for(trainer)]
+        assert pipeline["preset"][1] == default and default in presets
+        assert pipeline["preset"][2].endswith(f"preset table): {', '.join(presets)}."), (
+            f"the {trainer} pipeline's preset description must list its presets: {presets}"
+        )
 
 
 def test_describe_prints_a_markdown_table_per_pipeline(capsys):

@@ -187,14 +187,16 @@ def _task_frames(root: Path) -> list[Path]:
     return sorted((dataset / "images").iterdir())
 
 
-def test_a_failing_stage_is_named_with_its_log(tmp_path):
-    missing = tmp_path / "no_such_export.zip"
+def test_a_failing_stage_is_named_with_its_own_error(tmp_path):
+    not_an_export = tmp_path / "not_an_export"
+    not_an_export.mkdir()
+    (not_an_export / "notes.txt").write_text("no annotations here")
     console = io.StringIO()
 
     with pytest.raises(LocalRunError) as failure:
-        run_locally("tfod_training", _arguments(missing), tmp_path / "runs", console=console)
+        run_locally("tfod_training", _arguments(not_an_export), tmp_path / "runs", console=console)
 
     message = str(failure.value)
     assert "stage 'export-annotations' failed" in message
-    assert str(missing) in message  # the stage's own error, from the end of its log
+    assert str(not_an_export) in failure.value.reason  # the stage's own error, from its log
     assert "✗ export-annotations" in console.getvalue()
