@@ -16,7 +16,7 @@ The colour, label map and subset-list helpers here are shared with the PASCAL VO
 from __future__ import annotations
 
 import glob
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -85,7 +85,11 @@ class LabelmapEntry:
 
 
 def read_labelmap(path: Path) -> list[LabelmapEntry]:
-    """`name:r,g,b:parts:actions` lines (CVAT and datumaro write them); `#` starts a comment."""
+    """`name:r,g,b:parts:actions` lines (CVAT and datumaro write them); `#` starts a comment.
+
+    When no line gives a colour (`cat:::`), each label has VOC's palette colour of its index, as
+    in datumaro; when some do, a label without one has no colour (as in datumaro).
+    """
     entries, seen = [], set()
     for line_no, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
         line = line.strip()
@@ -101,6 +105,14 @@ def read_labelmap(path: Path) -> list[LabelmapEntry]:
         seen.add(name)
         parts = tuple(p.strip() for p in fields[2].split(",") if p.strip())
         entries.append(LabelmapEntry(name, _color(fields[1], where), parts, line_no))
+    if entries and all(entry.color is None for entry in entries):
+        # datumaro's rule (make_voc_categories): with no colour given at all, the label at
+        # index i (the first line is index 0, usually the background) has VOC's colour i;
+        # the void label keeps VOC's void index, 255, as in datumaro's own VOC label map.
+        entries = [
+            replace(e, color=VOID_COLOR if e.name == VOID_LABEL else VOC_PALETTE[i])
+            for i, e in enumerate(entries)
+        ]
     return entries
 
 
@@ -322,9 +334,14 @@ def find_image(folder: Path, item_id: str) -> Path:
 
 
 def detect(root: Path) -> list[str]:
-    """Class or instance PNGs, and no VOC Annotations/ (that is PASCAL VOC, masks and all)."""
+    """Class or instance PNGs, and no VOC annotation XMLs (that is PASCAL VOC, masks and all).
+
+    By content: CVAT's Segmentation mask export leaves an empty `Annotations/` folder (a zip of it
+    drops the folder), so only XMLs in it make the export PASCAL VOC.
+    """
     root = Path(root)
-    if (root / "Annotations").is_dir():
+    annotations = root / "Annotations"
+    if annotations.is_dir() and next(annotations.rglob("*.xml"), None) is not None:
         return []
     for name in (CLASS_DIR, OBJECT_DIR):
         folder = root / name
