@@ -8,7 +8,9 @@ never separates its frames. Kept as attributes: `track_id` (when positive; -1 is
 report line: rows with not_ignored = 0 (MOT's "ignore this box"; CVAT writes 0 only for shapes
 whose `ignored` attribute is set) and rows without a class (class_id -1). Refused: malformed
 rows, frames below 1 and class ids outside labels.txt, each with file:line. A folder holding
-several sequences (`<seq>/gt/gt.txt`) is read as several groups.
+several sequences (`<seq>/gt/gt.txt`) is read as several groups. A group is named by
+seqinfo.ini's `name`, else by its folder (for an archive, the archive's name: CVAT's MOT zips
+have no seqinfo.ini).
 """
 
 from __future__ import annotations
