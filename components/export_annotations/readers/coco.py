@@ -94,6 +94,11 @@ def _load(ctx: _Context) -> dict:
         coco = json.loads(ctx.path.read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"{ctx.where}: not a readable UTF-8 JSON file ({e})") from None
+    except RecursionError:
+        raise ValueError(
+            f"{ctx.where}: its JSON nests arrays or objects too deeply to read (COCO needs at most "
+            "four levels: the file is damaged or not COCO); export it from CVAT again"
+        ) from None
     if not isinstance(coco, dict) or not isinstance(coco.get("images"), list):
         raise ValueError(f"{ctx.where}: not COCO: the top level must be an object with `images`")
     for key in ("annotations", "categories"):

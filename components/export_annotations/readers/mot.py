@@ -22,6 +22,7 @@ from pathlib import Path
 from ...common.report import Report
 from ..builder import DatasetBuilder
 from .segmentation_mask import escapes
+from .text import read_text
 
 FORMATS = ("MOT 1.1",)
 
@@ -98,7 +99,7 @@ def _read_sequence(root: Path, sequence: Path, builder: DatasetBuilder) -> None:
 def _labels(sequence: Path, prefix: str, report: Report) -> list[str]:
     path = sequence / LABELS_FILE
     if path.is_file():
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
+        lines = read_text(path, prefix + LABELS_FILE.as_posix()).splitlines()
         labels = [line.strip() for line in lines if line.strip()]
         if labels:
             return labels
@@ -116,7 +117,7 @@ def _seqinfo(path: Path, prefix: str, report: Report) -> dict:
         return {}
     parser = configparser.ConfigParser(interpolation=None)
     try:
-        parser.read_string(path.read_text(encoding="utf-8-sig"))
+        parser.read_string(read_text(path, prefix + SEQINFO_FILE))
         info = dict(parser["Sequence"]) if parser.has_section("Sequence") else {}
         for key in ("seqlength", "imwidth", "imheight"):
             if key in info:
@@ -132,7 +133,7 @@ def _seqinfo(path: Path, prefix: str, report: Report) -> dict:
 def _rows(path: Path, location: str, labels: list[str], report: Report) -> dict[int, list]:
     """{frame: [(class name, (x, y, w, h), attributes, location)]} for the usable rows."""
     rows: dict[int, list] = {}
-    for line_no, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+    for line_no, line in enumerate(read_text(path, location).splitlines(), start=1):
         if line.strip():
             where = f"{location}:{line_no}"
             row = _parse_row(line, labels, where, report)

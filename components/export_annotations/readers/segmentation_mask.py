@@ -24,6 +24,7 @@ from PIL import Image
 
 from ...common.report import Report
 from ..builder import DatasetBuilder
+from .text import read_text
 
 FORMATS = ("Segmentation mask 1.1",)
 
@@ -91,7 +92,7 @@ def read_labelmap(path: Path) -> list[LabelmapEntry]:
     in datumaro; when some do, a label without one has no colour (as in datumaro).
     """
     entries, seen = [], set()
-    for line_no, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+    for line_no, line in enumerate(read_text(path, path.name).splitlines(), start=1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -301,7 +302,7 @@ def read_subset_lists(root: Path, lists_dir: Path, report: Report) -> dict[str, 
     subsets: dict[str, str] = {}
     repeated = []
     for subset, path in lists.items():
-        for line in path.read_text(encoding="utf-8-sig").splitlines():
+        for line in read_text(path, path.relative_to(root).as_posix()).splitlines():
             item_id = line.strip()
             if not item_id or item_id.startswith("#"):
                 continue

@@ -43,6 +43,7 @@ from .segmentation_mask import (
     read_labelmap,
     read_subset_lists,
 )
+from .text import read_text
 
 FORMATS = ("PASCAL VOC 1.1",)
 
@@ -140,7 +141,7 @@ def _note_class_lists(folder: Path, report: Report) -> None:
     marked = 0
     for path in sorted(folder.glob("*_*.txt")) if stems else []:
         if path.stem.split("_", 1)[1] in stems:
-            lines = path.read_text(encoding="utf-8-sig").splitlines()
+            lines = read_text(path, (MAIN_LISTS / path.name).as_posix()).splitlines()
             marked += sum(1 for line in lines if line.split()[-1:] == ["1"])
     if marked:
         report.note(

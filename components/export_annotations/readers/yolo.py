@@ -21,6 +21,7 @@ from ...common.image_file import ORIENTATION_TAG, ImageProbe
 from ...common.report import Report
 from ..builder import DatasetBuilder
 from .segmentation_mask import escapes
+from .text import read_text
 
 FORMATS = ("YOLO 1.1",)
 
@@ -54,7 +55,7 @@ def _config(path: Path) -> dict[str, str]:
     if not path.is_file():
         return {}
     config = {}
-    for line in path.read_text(encoding="utf-8-sig").splitlines():
+    for line in read_text(path, DATA_FILE).splitlines():
         key, sep, value = line.partition("=")
         if sep and key.strip():
             config[key.strip()] = value.strip()
@@ -74,7 +75,8 @@ def _class_names(root: Path, config: dict[str, str], report: Report) -> list[str
         path = root / NAMES_FILE
     if not path.is_file():
         raise ValueError(f"{root}: no {NAMES_FILE}: YOLO 1.1 needs its class names")
-    names = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
+    text = read_text(path, path.relative_to(root).as_posix())
+    names = [line.strip() for line in text.splitlines()]
     names = [name for name in names if name]
     if not names:
         raise ValueError(f"{path}: no class names")
@@ -95,7 +97,8 @@ def _items(root: Path, config: dict[str, str], report: Report) -> dict[str, list
         list_file = root / _localize(value)
         if subset in NOT_SUBSETS or escapes(value) or not list_file.is_file():
             continue
-        for line_no, line in enumerate(list_file.read_text(encoding="utf-8-sig").splitlines(), 1):
+        text = read_text(list_file, list_file.relative_to(root).as_posix())
+        for line_no, line in enumerate(text.splitlines(), 1):
             image = _localize(line)
             if escapes(image):
                 where = f"{list_file.relative_to(root).as_posix()}:{line_no}"
@@ -157,7 +160,7 @@ def _displayed_size(path: Path) -> tuple[int, int] | None:
 def _parse_labels(path: Path, location: str, names: list[str], report: Report) -> list:
     """[(class name, (cx, cy, w, h), file:line)] for the well-formed lines; refuses the rest."""
     boxes = []
-    for line_no, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+    for line_no, line in enumerate(read_text(path, location).splitlines(), start=1):
         if not line.strip():
             continue
         where = f"{location}:{line_no}"

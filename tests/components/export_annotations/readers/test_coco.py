@@ -285,6 +285,21 @@ def test_unreadable_json_names_the_file(tmp_path):
         coco.read(tmp_path, DatasetBuilder())
 
 
+def test_deeply_nested_json_names_the_file_and_what_to_do(tmp_path):
+    (tmp_path / "annotations").mkdir()
+    nested = "[" * 100_000 + "]" * 100_000
+    (tmp_path / "annotations/instances_default.json").write_text(
+        '{"images": [], "categories": [], "annotations": ' + nested + "}"
+    )
+    with pytest.raises(ValueError) as error:
+        coco.read(tmp_path, DatasetBuilder())
+    assert str(error.value) == (
+        "annotations/instances_default.json: its JSON nests arrays or objects too deeply to read "
+        "(COCO needs at most four levels: the file is damaged or not COCO); export it from CVAT "
+        "again"
+    )
+
+
 # --- conformance on ../shared/test_data ------------------------------------------------------
 
 
