@@ -193,9 +193,8 @@ def test_a_label_map_without_colours_gives_each_label_the_voc_colour_of_its_inde
 
 def test_a_latin1_label_map_is_named_with_what_to_do(tmp_path):
     root = _export(tmp_path / "export")
-    (root / "labelmap.txt").write_bytes(
-        "background:0,0,0::\nchat_\xe9t\xe9:255,0,0::\n".encode("latin-1")
-    )
+    latin1 = "background:0,0,0::\nchat_\xe9t\xe9:255,0,0::\n".encode("latin-1")
+    (root / "labelmap.txt").write_bytes(latin1)
     with pytest.raises(ValueError, match=r"^labelmap.txt is not UTF-8 text: byte 0xe9 on line 2 "):
         read(segmask, root)
 
