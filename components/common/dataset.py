@@ -245,7 +245,8 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value) -> bool:
+def is_number(value) -> bool:
+    """A JSON number that is finite: NaN and +-Infinity (which Python's json reads) are not."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -278,11 +279,11 @@ def _image_problems(image: dict, where: str) -> list[str]:
 def _annotation_problems(ann: dict, image: dict | None, where: str) -> list[str]:
     problems = []
     bbox = ann.get("bbox")
-    if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
+    if not (isinstance(bbox, list) and len(bbox) == 4 and all(is_number(v) for v in bbox)):
         problems.append(f"{where}: bbox {bbox!r} must be [x, y, width, height] in pixels")
     elif bbox[2] < 0 or bbox[3] < 0:
         problems.append(f"{where}: bbox {bbox} has a negative width or height")
-    if "area" in ann and not (_is_number(ann["area"]) and ann["area"] >= 0):
+    if "area" in ann and not (is_number(ann["area"]) and ann["area"] >= 0):
         problems.append(f"{where}: area {ann['area']!r} must be a non-negative number")
     if not (_is_int(ann.get("iscrowd", 0)) and ann.get("iscrowd", 0) in (0, 1)):
         problems.append(f"{where}: iscrowd {ann.get('iscrowd')!r} must be 0 or 1")
@@ -304,7 +305,7 @@ def _annotation_problems(ann: dict, image: dict | None, where: str) -> list[str]
             problems.append(f"{where}: RLE counts must be a string or a list of integers")
     elif isinstance(segmentation, list):
         for k, polygon in enumerate(segmentation):
-            if not (isinstance(polygon, list) and all(_is_number(v) for v in polygon)):
+            if not (isinstance(polygon, list) and all(is_number(v) for v in polygon)):
                 problems.append(f"{where}: polygon {k} must be a flat list of numbers")
             elif len(polygon) < 6 or len(polygon) % 2:
                 problems.append(

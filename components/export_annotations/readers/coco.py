@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from ...common.dataset import is_number
 from ..builder import DatasetBuilder
 
 FORMATS = ("COCO 1.0",)
@@ -322,7 +323,8 @@ def _add_annotation(ctx: _Context, ann: dict, image_id: int, label: str, locatio
         ctx.builder.add_box(image_id, label, *ann["bbox"], **options)
         added = True
     else:
-        ctx.report.skipped("annotation-no-geometry", "no segmentation and no valid bbox", location)
+        message = f"no segmentation and no valid bbox (bbox {ann.get('bbox')!r})"
+        ctx.report.skipped("annotation-no-geometry", message, location)
         added = False
     return int(added and iscrowd)
 
@@ -330,7 +332,7 @@ def _add_annotation(ctx: _Context, ann: dict, image_id: int, label: str, locatio
 def _add_polygons(ctx, image_id, label, polygons, bbox, options) -> bool:
     location = options["location"]
     usable = [p for p in polygons if isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0
-              and all(_is_number(v) for v in p)]  # fmt: skip
+              and all(is_number(v) for v in p)]  # fmt: skip
     if usable and len(usable) < len(polygons):
         ctx.report.fixed(
             "polygon-degenerate",
@@ -411,16 +413,12 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
-
-
 def _is_size(value) -> bool:
     return isinstance(value, list) and len(value) == 2 and all(_is_int(v) and v > 0 for v in value)
 
 
 def _is_box(value) -> bool:
-    return (isinstance(value, list) and len(value) == 4 and all(_is_number(v) for v in value)
+    return (isinstance(value, list) and len(value) == 4 and all(is_number(v) for v in value)
             and value[2] >= 0 and value[3] >= 0)  # fmt: skip
 
 
