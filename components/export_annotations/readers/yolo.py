@@ -87,6 +87,13 @@ def _class_names(root: Path, config: dict[str, str], report: Report) -> list[str
             f"obj.data says classes = {declared}, {path.name} names {len(names)}; the names count",
             DATA_FILE,
         )
+    indexes_of: dict[str, list[int]] = {}
+    for index, name in enumerate(names):
+        indexes_of.setdefault(name, []).append(index)
+    for name, indexes in indexes_of.items():
+        if len(indexes) > 1:
+            message = f"class {name!r} has indexes {indexes}: merged into one class"
+            report.fixed("category-merged", message, path.relative_to(root).as_posix())
     return names
 
 
