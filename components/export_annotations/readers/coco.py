@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...common.dataset import is_number
+from ...common.storage import reader_relative_path
 from ..builder import DatasetBuilder
 
 FORMATS = ("COCO 1.0",)
@@ -194,13 +195,19 @@ def _read_images(ctx: _Context, images: list, annotations: list) -> tuple[dict[i
     ids: dict[int, int] = {}
     for index, image in enumerate(images):
         file_name = image.get("file_name") if isinstance(image, dict) else None
-        relative = _clean_relative(file_name) if isinstance(file_name, str) else ""
-        if not _is_int(image.get("id") if isinstance(image, dict) else None) or not relative:
+        named = isinstance(file_name, str) and file_name.strip()
+        if not _is_int(image.get("id") if isinstance(image, dict) else None) or not named:
             ctx.report.refused(
                 "image-invalid",
                 f"images[{index}] {str(image)[:200]}: an image needs an integer id and a file_name",
                 ctx.where,
             )
+            continue
+        try:
+            relative = reader_relative_path(file_name).as_posix()
+        except ValueError as e:
+            message = f"image id {image['id']} file_name {file_name!r} is no file inside the export"
+            ctx.report.refused("path-escapes", f"{message}: it {e}", ctx.where)
             continue
         source, name = finder.find(relative)
         width, height = _positive(image.get("width")), _positive(image.get("height"))
@@ -250,10 +257,6 @@ class _ImageFinder:
         path = base / relative
         inside = self.images if path.is_relative_to(self.images) else self.root
         return path, path.relative_to(inside).as_posix()
-
-
-def _clean_relative(name: str) -> str:
-    return "/".join(p for p in name.replace("\\", "/").split("/") if p not in ("", ".", ".."))
 
 
 # --- annotations -----------------------------------------------------------------------------

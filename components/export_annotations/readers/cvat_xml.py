@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from ...common.storage import reader_relative_path
 from ..builder import DatasetBuilder
 
 FORMATS = ("CVAT for images 1.1", "CVAT for video 1.1")
@@ -251,8 +252,12 @@ def _declare_classes(ctx: _Context) -> None:
 
 def _read_image(ctx: _Context, image: ET.Element) -> None:
     name = image.get("name") or ""
-    if not _clean_relative(name):
-        message = f"<image id={image.get('id')!r}> has no name"
+    try:
+        reader_relative_path(name)
+    except ValueError as e:
+        message = (
+            f"<image id={image.get('id')!r}> name {name!r} is no file inside the export: it {e}"
+        )
         ctx.report.refused("image-invalid", message, ctx.where)
         return
     subset = image.get("subset") or ctx.meta.subset or None
@@ -295,7 +300,7 @@ def _find_image(root: Path, name: str, subset: str | None) -> tuple[Path, str]:
     """The file an <image> names (CVAT writes a video frame's name without its extension), or
     where it should be; and its name inside the Dataset."""
     images = root / "images"
-    relative = _clean_relative(name)
+    relative = reader_relative_path(name).as_posix()
     bases = ([images / subset] if subset else []) + [images, root]
     for base in bases:
         path = base / relative
@@ -309,10 +314,6 @@ def _find_image(root: Path, name: str, subset: str | None) -> tuple[Path, str]:
     if path.is_relative_to(images):
         return path, path.relative_to(images).as_posix()
     return path, path.relative_to(root).as_posix()
-
-
-def _clean_relative(name: str) -> str:
-    return "/".join(p for p in name.replace("\\", "/").split("/") if p not in ("", ".", ".."))
 
 
 # --- CVAT for video --------------------------------------------------------------------------

@@ -20,8 +20,8 @@ import math
 from pathlib import Path
 
 from ...common.report import Report
+from ...common.storage import reader_relative_path
 from ..builder import DatasetBuilder
-from .segmentation_mask import escapes
 from .text import read_text
 
 FORMATS = ("MOT 1.1",)
@@ -122,8 +122,12 @@ def _seqinfo(path: Path, prefix: str, report: Report) -> dict:
         for key in ("seqlength", "imwidth", "imheight"):
             if key in info:
                 info[key] = int(info[key]) if int(info[key]) > 0 else None
-        if escapes(info.get("imdir", "")):
-            raise ValueError(f"imDir {info['imdir']!r} leads out of the export")
+        if info.get("imdir"):
+            try:
+                reader_relative_path(info["imdir"])
+            except ValueError as e:
+                message = f"imDir {info['imdir']!r} is no folder inside the export: it {e}"
+                raise ValueError(message) from None
     except (configparser.Error, ValueError) as e:
         report.refused("seqinfo-malformed", f"cannot read it: {e}", prefix + SEQINFO_FILE)
         return {}

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import glob
 from dataclasses import dataclass, field, replace
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from ...common.report import Report
+from ...common.storage import reader_relative_path
 from ..builder import DatasetBuilder
 from .text import read_text
 
@@ -281,12 +282,6 @@ def class_regions(class_map, colors: ClassColors, where: str, report: Report):
 # --- lists and files ------------------------------------------------------------------------
 
 
-def escapes(path: str) -> bool:
-    """Whether a path written in an annotation leads out of the export (absolute, or `..`)."""
-    parts = PurePosixPath(path.replace("\\", "/"))
-    return parts.is_absolute() or ".." in parts.parts
-
-
 def read_subset_lists(root: Path, lists_dir: Path, report: Report) -> dict[str, str]:
     """Item id -> subset from `<lists_dir>/<subset>.txt` (one id per line; blank, # lines skip).
 
@@ -306,9 +301,12 @@ def read_subset_lists(root: Path, lists_dir: Path, report: Report) -> dict[str, 
             item_id = line.strip()
             if not item_id or item_id.startswith("#"):
                 continue
-            if escapes(item_id):
+            try:
+                reader_relative_path(item_id)
+            except ValueError as e:
                 where = path.relative_to(root).as_posix()
-                report.refused("path-escapes", f"id {item_id!r} leads out of the export", where)
+                message = f"id {item_id!r} is no file inside the export: it {e}"
+                report.refused("path-escapes", message, where)
                 continue
             if subsets.setdefault(item_id, subset) != subset:
                 repeated.append(item_id)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...common.report import Report
+from ...common.storage import reader_relative_path
 from ..builder import STAGE, DatasetBuilder
 from .segmentation_mask import (
     CLASS_DIR,
@@ -35,7 +36,6 @@ from .segmentation_mask import (
     OBJECT_DIR,
     ClassColors,
     background_entry,
-    escapes,
     find_image,
     instance_masks,
     is_void,
@@ -165,8 +165,11 @@ def _parse_file(path: Path, root: Path, report: Report) -> _Item | None:
         )
         return None
     filename = (annotation.findtext("filename") or "").strip()
-    if escapes(filename):
-        report.refused("path-escapes", f"<filename> {filename!r} leads out of the export", location)
+    try:
+        reader_relative_path(filename) if filename else None
+    except ValueError as e:
+        message = f"<filename> {filename!r} is no file inside the export: it {e}"
+        report.refused("path-escapes", message, location)
         return None
     elements = annotation.findall("object")
     objects = [_parse_object(e, i, location, report) for i, e in enumerate(elements, start=1)]

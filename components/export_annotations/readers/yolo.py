@@ -19,8 +19,8 @@ from PIL import Image
 
 from ...common.image_file import ORIENTATION_TAG, ImageProbe
 from ...common.report import Report
+from ...common.storage import reader_relative_path
 from ..builder import DatasetBuilder
-from .segmentation_mask import escapes
 from .text import read_text
 
 FORMATS = ("YOLO 1.1",)
@@ -63,15 +63,19 @@ def _config(path: Path) -> dict[str, str]:
 
 
 def _localize(path: str) -> str:
-    """A darknet path (`data/obj_train_data/a.jpg`) as a path inside the export."""
+    """A darknet path (`data/obj_train_data/a.jpg`) as a path inside the export; ValueError,
+    saying why, when it leads out of the export."""
     path = path.strip().replace("\\", "/")
     path = path[len("data/") :] if path.startswith("data/") else path
-    return PurePosixPath(path).as_posix()
+    return reader_relative_path(path).as_posix()
 
 
 def _class_names(root: Path, config: dict[str, str], report: Report) -> list[str]:
-    path = root / _localize(config.get("names", NAMES_FILE))
-    if escapes(config.get("names", "")) or not path.is_file():
+    try:
+        path = root / _localize(config.get("names", NAMES_FILE))
+    except ValueError:  # leads out of the export: CVAT's own place is the only one read
+        path = root / NAMES_FILE
+    if not path.is_file():
         path = root / NAMES_FILE
     if not path.is_file():
         raise ValueError(f"{root}: no {NAMES_FILE}: YOLO 1.1 needs its class names")
@@ -101,17 +105,31 @@ def _items(root: Path, config: dict[str, str], report: Report) -> dict[str, list
     """{path without suffix: [subset, the image's path or None when only its .txt is known]}."""
     items: dict[str, list] = {}
     for subset, value in config.items():
-        list_file = root / _localize(value)
-        if subset in NOT_SUBSETS or escapes(value) or not list_file.is_file():
+        if subset in NOT_SUBSETS or not value.strip():
+            continue
+        try:
+            list_file = root / _localize(value)
+        except ValueError as e:
+            message = (
+                f"{subset} = {value!r} is no file inside the export (it {e}): not read; the "
+                f"obj_{subset}_data/ folder still is"
+            )
+            report.note("path-escapes", message, DATA_FILE)
+            continue
+        if not list_file.is_file():
             continue
         text = read_text(list_file, list_file.relative_to(root).as_posix())
         for line_no, line in enumerate(text.splitlines(), 1):
-            image = _localize(line)
-            if escapes(image):
+            if not line.strip():
+                continue
+            try:
+                image = _localize(line)
+            except ValueError as e:
                 where = f"{list_file.relative_to(root).as_posix()}:{line_no}"
-                report.refused("path-escapes", f"{line.strip()!r} leads out of the export", where)
-            elif line.strip():
-                items.setdefault(str(PurePosixPath(image).with_suffix("")), [subset, image])
+                message = f"{line.strip()!r} is no file inside the export: it {e}"
+                report.refused("path-escapes", message, where)
+                continue
+            items.setdefault(str(PurePosixPath(image).with_suffix("")), [subset, image])
     for folder in sorted(root.glob("obj_*_data")):
         subset = folder.name[len("obj_") : -len("_data")]
         for path in sorted(folder.rglob("*")):

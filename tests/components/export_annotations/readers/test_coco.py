@@ -300,6 +300,22 @@ def test_nan_and_infinity_are_skipped_alike_under_the_files_own_ids(tmp_path):
     ]  # fmt: skip
 
 
+def test_a_file_name_leading_out_of_the_export_is_refused_not_rewritten(tmp_path):
+    write_image(tmp_path / "images/a.png", 20, 10)
+    images = [_image(1, "..\\..\\a.png"), _image(2, "sub\\..\\..\\a.png"), _image(3, "a.png")]
+    _write_json(tmp_path / "c.json", images)
+    builder = DatasetBuilder()
+    coco.read(tmp_path, builder)
+    assert [(e.action, e.code, e.location, e.message) for e in builder.report.entries] == [
+        ("refused", "path-escapes", "c.json",
+         "image id 1 file_name '..\\\\..\\\\a.png' is no file inside the export: it contains "
+         "a '..' segment"),
+        ("refused", "path-escapes", "c.json",
+         "image id 2 file_name 'sub\\\\..\\\\..\\\\a.png' is no file inside the export: it "
+         "contains a '..' segment"),
+    ]  # fmt: skip
+
+
 def test_unreadable_json_names_the_file(tmp_path):
     (tmp_path / "annotations").mkdir()
     (tmp_path / "annotations/instances_default.json").write_text('{"images": [1, ')
