@@ -32,6 +32,7 @@ from ...common.label_map import LabelMapError, parse_pbtxt_items
 from ...common.report import Report
 from ...common.storage import reader_relative_path
 from ..builder import DatasetBuilder
+from .text import read_text
 
 FORMATS = ("TFRecord 1.0",)
 
@@ -89,7 +90,7 @@ def _label_map(root: Path, report: Report) -> dict[int, str]:
         path = found[0]
     source = path.relative_to(root).as_posix()
     try:
-        items = parse_pbtxt_items(path.read_text(encoding="utf-8-sig"), source)
+        items = parse_pbtxt_items(read_text(path, source), source)
     except LabelMapError as e:
         raise ValueError(str(e)) from None
     label_map: dict[int, str] = {}
