@@ -166,7 +166,8 @@ def _parse_file(path: Path, root: Path, report: Report) -> _Item | None:
         return None
     filename = (annotation.findtext("filename") or "").strip()
     try:
-        reader_relative_path(filename) if filename else None
+        if filename:  # without one, the image is found by the XML's name
+            reader_relative_path(filename)
     except ValueError as e:
         message = f"<filename> {filename!r} is no file inside the export: it {e}"
         report.refused("path-escapes", message, location)
