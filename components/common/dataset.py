@@ -15,9 +15,10 @@ import os
 import shutil
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from .label_map import LabelMap, LabelMapError
+from .storage import safe_relative_path
 
 ANNOTATIONS_FILE = "annotations.json"
 IMAGES_DIR = "images"
@@ -106,7 +107,7 @@ class Dataset:
         out_images = out_dir / IMAGES_DIR
         out_images.mkdir(parents=True, exist_ok=True)
         for image in self.images:
-            if not _is_safe_relative(image.get("file_name")):
+            if not _is_file_inside(image.get("file_name")):
                 raise DatasetError(
                     str(out_dir),
                     [f"image id {image.get('id')}: unsafe file_name {image.get('file_name')!r}"],
@@ -206,7 +207,7 @@ class Dataset:
                 problems.append(
                     f"{where}: file_name {name!r} is also used by image id {image_id_of_file[name]}"
                 )
-            if check_files and self.root is not None and _is_safe_relative(image.get("file_name")):
+            if check_files and self.root is not None and _is_file_inside(name):
                 if not self.image_path(image).is_file():
                     problems.append(
                         f"{where}: image file {IMAGES_DIR}/{image['file_name']} does not exist"
@@ -245,23 +246,26 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value) -> bool:
+def is_number(value) -> bool:
+    """A JSON number that is finite: NaN and +-Infinity (which Python's json reads) are not."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _is_safe_relative(name) -> bool:
-    if not isinstance(name, str) or not name or "\\" in name or "\x00" in name:
+def _is_file_inside(name) -> bool:
+    """Whether `name` is a file name inside images/, by storage.safe_relative_path's rule."""
+    if not isinstance(name, str):
         return False
-    path = PurePosixPath(name)
-    if not path.parts:  # "." or "./": the images/ directory itself
+    try:
+        safe_relative_path(name)
+    except ValueError:
         return False
-    return not path.is_absolute() and ".." not in path.parts and path.parts[0] != "."
+    return True
 
 
 def _image_problems(image: dict, where: str) -> list[str]:
     problems = []
     name = image.get("file_name")
-    if not _is_safe_relative(name):
+    if not _is_file_inside(name):
         problems.append(
             f"{where}: file_name {name!r} must be a relative path inside {IMAGES_DIR}/ "
             "(no '..', no leading '/', forward slashes)"
@@ -278,11 +282,11 @@ def _image_problems(image: dict, where: str) -> list[str]:
 def _annotation_problems(ann: dict, image: dict | None, where: str) -> list[str]:
     problems = []
     bbox = ann.get("bbox")
-    if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
+    if not (isinstance(bbox, list) and len(bbox) == 4 and all(is_number(v) for v in bbox)):
         problems.append(f"{where}: bbox {bbox!r} must be [x, y, width, height] in pixels")
     elif bbox[2] < 0 or bbox[3] < 0:
         problems.append(f"{where}: bbox {bbox} has a negative width or height")
-    if "area" in ann and not (_is_number(ann["area"]) and ann["area"] >= 0):
+    if "area" in ann and not (is_number(ann["area"]) and ann["area"] >= 0):
         problems.append(f"{where}: area {ann['area']!r} must be a non-negative number")
     if not (_is_int(ann.get("iscrowd", 0)) and ann.get("iscrowd", 0) in (0, 1)):
         problems.append(f"{where}: iscrowd {ann.get('iscrowd')!r} must be 0 or 1")
@@ -304,7 +308,7 @@ def _annotation_problems(ann: dict, image: dict | None, where: str) -> list[str]
             problems.append(f"{where}: RLE counts must be a string or a list of integers")
     elif isinstance(segmentation, list):
         for k, polygon in enumerate(segmentation):
-            if not (isinstance(polygon, list) and all(_is_number(v) for v in polygon)):
+            if not (isinstance(polygon, list) and all(is_number(v) for v in polygon)):
                 problems.append(f"{where}: polygon {k} must be a flat list of numbers")
             elif len(polygon) < 6 or len(polygon) % 2:
                 problems.append(

@@ -137,6 +137,15 @@ def safe_relative_path(name: str) -> PurePosixPath:
     return PurePosixPath(*parts)
 
 
+def reader_relative_path(name: str) -> PurePosixPath:
+    """A path written inside an export (an image's file name, a list line) as `safe_relative_path`
+    reads it, but with backslashes as separators, as exports made on Windows write them.
+
+    Raises ValueError, saying why, when it leads out of the export or is empty.
+    """
+    return safe_relative_path(name.replace("\\", "/"))
+
+
 # --- backends -----------------------------------------------------------------------------------
 
 

@@ -19,6 +19,7 @@ from pycocotools import mask as mask_utils
 from ..common.dataset import IMAGES_DIR, Dataset, DatasetError, link_or_copy, mask_to_rle
 from ..common.image_file import ImageFileError, probe_image
 from ..common.report import Report
+from ..common.storage import reader_relative_path
 
 STAGE = "export-annotations"
 # A resized image keeps its aspect ratio up to rounding: this many pixels on the scaled side.
@@ -95,7 +96,13 @@ class DatasetBuilder:
         return image_id
 
     def _unique_file_name(self, file_name: str, location: str) -> str:
-        name = str(PurePosixPath(self.file_prefix) / _safe_relative(file_name))
+        try:
+            relative = reader_relative_path(str(file_name))
+        except ValueError as e:  # the readers refuse such names first: a reader's bug
+            raise ValueError(
+                f"{location or file_name}: image file name {file_name!r} {e}"
+            ) from None
+        name = str(PurePosixPath(self.file_prefix) / relative)
         if name not in self._file_names:
             self._file_names.add(name)
             return name
@@ -262,14 +269,6 @@ class DatasetBuilder:
         for new_id, annotation in enumerate(annotations, start=1):
             annotation["id"] = new_id
             annotation["image_id"] = new_image_ids[annotation["image_id"]]
-
-
-def _safe_relative(file_name: str) -> str:
-    """A file name from an export as a relative POSIX path that stays inside images/."""
-    parts = [p for p in str(file_name).replace("\\", "/").split("/") if p not in ("", ".", "..")]
-    if not parts:
-        raise ValueError(f"image file name {file_name!r} is empty")
-    return "/".join(parts)
 
 
 def _uniform_scale(declared, actual) -> float | None:

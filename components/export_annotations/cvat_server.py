@@ -166,12 +166,6 @@ def _completed_job_targets(call: CvatCaller, tasks) -> list[_Target]:
     return targets
 
 
-def _is_annotation_job(job) -> bool:
-    # Ground-truth jobs and consensus replicas are review copies of frames that annotation jobs
-    # hold already.
-    return getattr(job, "type", "annotation") == "annotation"
-
-
 def _jobs_summary(jobs, annotation_jobs, completed) -> str:
     skipped = Counter(job.state for job in annotation_jobs if job.state != "completed")
     text = f"{len(completed)} of {len(annotation_jobs)} annotation job(s) completed"

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 from cvat_kfp.components.common import storage
 
 from ..common.archives import (
+    ARCHIVE_SUFFIXES,
     DEFAULT_MAX_ENTRIES,
     DEFAULT_MAX_TOTAL_BYTES,
     ArchiveError,
@@ -98,7 +99,11 @@ def _open_file(path: Path, label: str, work_dir: Path, limits: dict, *, owned: b
                 f"{_head(path)!r}); if it was downloaded, the server may have sent an error page."
             )
         return _folder_holding(path, work_dir, owned)
-    extracted = Path(tempfile.mkdtemp(prefix="extracted-", dir=work_dir))
+    # Named after the archive, not the random scratch folder: readers name groups after the
+    # export's folder (a MOT sequence without seqinfo.ini), and the Dataset must not change
+    # from one run to the next.
+    extracted = Path(tempfile.mkdtemp(prefix="extracted-", dir=work_dir)) / _archive_stem(path)
+    extracted.mkdir()
     extract_archive(path, extracted, label=label, **limits)
     if owned:
         path.unlink()
@@ -106,6 +111,14 @@ def _open_file(path: Path, label: str, work_dir: Path, limits: dict, *, owned: b
     if not any(p.is_file() for p in root.rglob("*")):
         raise ArchiveError(f"{label}: the archive is empty (no files). Export it from CVAT again.")
     return root
+
+
+def _archive_stem(path: Path) -> str:
+    """`task_7_mot` for task_7_mot.zip or .tar.gz; "export" when nothing is left."""
+    name = path.name
+    suffix = next((s for s in ARCHIVE_SUFFIXES if name.lower().endswith(s)), "")
+    stem = name[: len(name) - len(suffix)] if suffix else path.stem
+    return stem if stem.strip(".") else "export"
 
 
 def _folder_holding(path: Path, work_dir: Path, owned: bool) -> Path:

@@ -14,6 +14,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from ...common.dataset import is_number
+from ...common.storage import reader_relative_path
 from ..builder import DatasetBuilder
 
 FORMATS = ("COCO 1.0",)
@@ -94,6 +96,11 @@ def _load(ctx: _Context) -> dict:
         coco = json.loads(ctx.path.read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"{ctx.where}: not a readable UTF-8 JSON file ({e})") from None
+    except RecursionError:
+        raise ValueError(
+            f"{ctx.where}: its JSON nests arrays or objects too deeply to read (COCO needs at most "
+            "four levels: the file is damaged or not COCO); export it from CVAT again"
+        ) from None
     if not isinstance(coco, dict) or not isinstance(coco.get("images"), list):
         raise ValueError(f"{ctx.where}: not COCO: the top level must be an object with `images`")
     for key in ("annotations", "categories"):
@@ -188,13 +195,19 @@ def _read_images(ctx: _Context, images: list, annotations: list) -> tuple[dict[i
     ids: dict[int, int] = {}
     for index, image in enumerate(images):
         file_name = image.get("file_name") if isinstance(image, dict) else None
-        relative = _clean_relative(file_name) if isinstance(file_name, str) else ""
-        if not _is_int(image.get("id") if isinstance(image, dict) else None) or not relative:
+        named = isinstance(file_name, str) and file_name.strip()
+        if not _is_int(image.get("id") if isinstance(image, dict) else None) or not named:
             ctx.report.refused(
                 "image-invalid",
                 f"images[{index}] {str(image)[:200]}: an image needs an integer id and a file_name",
                 ctx.where,
             )
+            continue
+        try:
+            relative = reader_relative_path(file_name).as_posix()
+        except ValueError as e:
+            message = f"image id {image['id']} file_name {file_name!r} is no file inside the export"
+            ctx.report.refused("path-escapes", f"{message}: it {e}", ctx.where)
             continue
         source, name = finder.find(relative)
         width, height = _positive(image.get("width")), _positive(image.get("height"))
@@ -244,10 +257,6 @@ class _ImageFinder:
         path = base / relative
         inside = self.images if path.is_relative_to(self.images) else self.root
         return path, path.relative_to(inside).as_posix()
-
-
-def _clean_relative(name: str) -> str:
-    return "/".join(p for p in name.replace("\\", "/").split("/") if p not in ("", ".", ".."))
 
 
 # --- annotations -----------------------------------------------------------------------------
@@ -317,7 +326,8 @@ def _add_annotation(ctx: _Context, ann: dict, image_id: int, label: str, locatio
         ctx.builder.add_box(image_id, label, *ann["bbox"], **options)
         added = True
     else:
-        ctx.report.skipped("annotation-no-geometry", "no segmentation and no valid bbox", location)
+        message = f"no segmentation and no valid bbox (bbox {ann.get('bbox')!r})"
+        ctx.report.skipped("annotation-no-geometry", message, location)
         added = False
     return int(added and iscrowd)
 
@@ -325,7 +335,7 @@ def _add_annotation(ctx: _Context, ann: dict, image_id: int, label: str, locatio
 def _add_polygons(ctx, image_id, label, polygons, bbox, options) -> bool:
     location = options["location"]
     usable = [p for p in polygons if isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0
-              and all(_is_number(v) for v in p)]  # fmt: skip
+              and all(is_number(v) for v in p)]  # fmt: skip
     if usable and len(usable) < len(polygons):
         ctx.report.fixed(
             "polygon-degenerate",
@@ -406,16 +416,12 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
-
-
 def _is_size(value) -> bool:
     return isinstance(value, list) and len(value) == 2 and all(_is_int(v) and v > 0 for v in value)
 
 
 def _is_box(value) -> bool:
-    return (isinstance(value, list) and len(value) == 4 and all(_is_number(v) for v in value)
+    return (isinstance(value, list) and len(value) == 4 and all(is_number(v) for v in value)
             and value[2] >= 0 and value[3] >= 0)  # fmt: skip
 
 

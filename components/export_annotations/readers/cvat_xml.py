@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from ...common.storage import reader_relative_path
 from ..builder import DatasetBuilder
 from . import safe_xml
 
@@ -302,8 +303,12 @@ def _declare_classes(ctx: _Context) -> None:
 
 def _read_image(ctx: _Context, image: ET.Element) -> None:
     name = image.get("name") or ""
-    if not _clean_relative(name):
-        message = f"<image id={image.get('id')!r}> has no name"
+    try:
+        reader_relative_path(name)
+    except ValueError as e:
+        message = (
+            f"<image id={image.get('id')!r}> name {name!r} is no file inside the export: it {e}"
+        )
         ctx.report.refused("image-invalid", message, ctx.where)
         return
     subset = image.get("subset") or ctx.meta.subset or None
@@ -349,7 +354,7 @@ def _find_image(root: Path, name: str, subset: str | None) -> tuple[Path, str, l
     """The file an <image> names (CVAT writes a video frame's name without its extension), or
     where it should be; its name inside the Dataset; and the places looked in, as globs."""
     images = root / "images"
-    relative = _clean_relative(name)
+    relative = reader_relative_path(name).as_posix()
     bases = ([images / subset] if subset else []) + [images, root]
     candidates = []
     for base in bases:
@@ -383,10 +388,6 @@ def _looked_for(ctx: _Context, candidates: list[Path]) -> str:
     if not any(path.startswith("images/") for path in elsewhere):
         advice = ": CVAT keeps an export's images in images/, move them there"
     return f"looked for {looked}; {which} at {shown}{advice}"
-
-
-def _clean_relative(name: str) -> str:
-    return "/".join(p for p in name.replace("\\", "/").split("/") if p not in ("", ".", ".."))
 
 
 # --- CVAT for video --------------------------------------------------------------------------

@@ -24,9 +24,9 @@ import numpy as np
 from PIL import Image
 
 from ...common.report import Report
+from ...common.storage import reader_relative_path
 from ..builder import DatasetBuilder
 from . import safe_xml
-from .segmentation_mask import escapes
 
 FORMATS = ("LabelMe 3.0",)
 
@@ -87,8 +87,11 @@ def _read_file(root: Path, annotations_root: Path, path: Path, builder: DatasetB
         report.note("xml-not-labelme", f"root element <{annotation.tag}>: not read", location)
         return
     filename = (annotation.findtext("filename") or "").strip()
-    if not filename or escapes(filename):
-        report.refused("image-name-invalid", f"<filename> {filename!r}: no image there", location)
+    try:
+        reader_relative_path(filename)
+    except ValueError as e:
+        message = f"<filename> {filename!r} is no file inside the export: it {e}"
+        report.refused("image-name-invalid", message, location)
         return
     image, images_root, mask_dirs = _places(root, annotations_root, path, filename)
     relative = path.relative_to(annotations_root)
@@ -203,8 +206,11 @@ def _polygon_shape(polygon, is_box: bool, name, attributes, where, report) -> _S
 
 def _mask_shape(segm, name, attributes, where, mask_dirs, report) -> _Shape | None:
     mask_name = (segm.findtext("mask") or "").strip()
-    usable = mask_name and not escapes(mask_name)
-    found = [d / mask_name for d in mask_dirs if usable and (d / mask_name).is_file()]
+    try:
+        reader_relative_path(mask_name)
+        found = [d / mask_name for d in mask_dirs if (d / mask_name).is_file()]
+    except ValueError:  # empty, or leads out of the export
+        found = []
     if not found:
         report.skipped("mask-missing", f"mask file {mask_name!r} is not in {MASKS_DIR}/", where)
         return None

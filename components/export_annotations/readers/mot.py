@@ -8,7 +8,9 @@ never separates its frames. Kept as attributes: `track_id` (when positive; -1 is
 report line: rows with not_ignored = 0 (MOT's "ignore this box"; CVAT writes 0 only for shapes
 whose `ignored` attribute is set) and rows without a class (class_id -1). Refused: malformed
 rows, frames below 1 and class ids outside labels.txt, each with file:line. A folder holding
-several sequences (`<seq>/gt/gt.txt`) is read as several groups.
+several sequences (`<seq>/gt/gt.txt`) is read as several groups. A group is named by
+seqinfo.ini's `name`, else by its folder (for an archive, the archive's name: CVAT's MOT zips
+have no seqinfo.ini).
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ import math
 from pathlib import Path
 
 from ...common.report import Report
+from ...common.storage import reader_relative_path
 from ..builder import DatasetBuilder
-from .segmentation_mask import escapes
+from .text import read_text
 
 FORMATS = ("MOT 1.1",)
 
@@ -96,7 +99,7 @@ def _read_sequence(root: Path, sequence: Path, builder: DatasetBuilder) -> None:
 def _labels(sequence: Path, prefix: str, report: Report) -> list[str]:
     path = sequence / LABELS_FILE
     if path.is_file():
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
+        lines = read_text(path, prefix + LABELS_FILE.as_posix()).splitlines()
         labels = [line.strip() for line in lines if line.strip()]
         if labels:
             return labels
@@ -114,13 +117,17 @@ def _seqinfo(path: Path, prefix: str, report: Report) -> dict:
         return {}
     parser = configparser.ConfigParser(interpolation=None)
     try:
-        parser.read_string(path.read_text(encoding="utf-8-sig"))
+        parser.read_string(read_text(path, prefix + SEQINFO_FILE))
         info = dict(parser["Sequence"]) if parser.has_section("Sequence") else {}
         for key in ("seqlength", "imwidth", "imheight"):
             if key in info:
                 info[key] = int(info[key]) if int(info[key]) > 0 else None
-        if escapes(info.get("imdir", "")):
-            raise ValueError(f"imDir {info['imdir']!r} leads out of the export")
+        if info.get("imdir"):
+            try:
+                reader_relative_path(info["imdir"])
+            except ValueError as e:
+                message = f"imDir {info['imdir']!r} is no folder inside the export: it {e}"
+                raise ValueError(message) from None
     except (configparser.Error, ValueError) as e:
         report.refused("seqinfo-malformed", f"cannot read it: {e}", prefix + SEQINFO_FILE)
         return {}
@@ -130,7 +137,7 @@ def _seqinfo(path: Path, prefix: str, report: Report) -> dict:
 def _rows(path: Path, location: str, labels: list[str], report: Report) -> dict[int, list]:
     """{frame: [(class name, (x, y, w, h), attributes, location)]} for the usable rows."""
     rows: dict[int, list] = {}
-    for line_no, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+    for line_no, line in enumerate(read_text(path, location).splitlines(), start=1):
         if line.strip():
             where = f"{location}:{line_no}"
             row = _parse_row(line, labels, where, report)

@@ -16,14 +16,16 @@ The colour, label map and subset-list helpers here are shared with the PASCAL VO
 from __future__ import annotations
 
 import glob
-from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from ...common.report import Report
+from ...common.storage import reader_relative_path
 from ..builder import DatasetBuilder
+from .text import read_text
 
 FORMATS = ("Segmentation mask 1.1",)
 
@@ -85,9 +87,13 @@ class LabelmapEntry:
 
 
 def read_labelmap(path: Path) -> list[LabelmapEntry]:
-    """`name:r,g,b:parts:actions` lines (CVAT and datumaro write them); `#` starts a comment."""
+    """`name:r,g,b:parts:actions` lines (CVAT and datumaro write them); `#` starts a comment.
+
+    When no line gives a colour (`cat:::`), each label has VOC's palette colour of its index, as
+    in datumaro; when some do, a label without one has no colour (as in datumaro).
+    """
     entries, seen = [], set()
-    for line_no, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+    for line_no, line in enumerate(read_text(path, path.name).splitlines(), start=1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -101,6 +107,14 @@ def read_labelmap(path: Path) -> list[LabelmapEntry]:
         seen.add(name)
         parts = tuple(p.strip() for p in fields[2].split(",") if p.strip())
         entries.append(LabelmapEntry(name, _color(fields[1], where), parts, line_no))
+    if entries and all(entry.color is None for entry in entries):
+        # datumaro's rule (make_voc_categories): with no colour given at all, the label at
+        # index i (the first line is index 0, usually the background) has VOC's colour i;
+        # the void label keeps VOC's void index, 255, as in datumaro's own VOC label map.
+        entries = [
+            replace(e, color=VOID_COLOR if e.name == VOID_LABEL else VOC_PALETTE[i])
+            for i, e in enumerate(entries)
+        ]
     return entries
 
 
@@ -268,12 +282,6 @@ def class_regions(class_map, colors: ClassColors, where: str, report: Report):
 # --- lists and files ------------------------------------------------------------------------
 
 
-def escapes(path: str) -> bool:
-    """Whether a path written in an annotation leads out of the export (absolute, or `..`)."""
-    parts = PurePosixPath(path.replace("\\", "/"))
-    return parts.is_absolute() or ".." in parts.parts
-
-
 def read_subset_lists(root: Path, lists_dir: Path, report: Report) -> dict[str, str]:
     """Item id -> subset from `<lists_dir>/<subset>.txt` (one id per line; blank, # lines skip).
 
@@ -289,13 +297,16 @@ def read_subset_lists(root: Path, lists_dir: Path, report: Report) -> dict[str, 
     subsets: dict[str, str] = {}
     repeated = []
     for subset, path in lists.items():
-        for line in path.read_text(encoding="utf-8-sig").splitlines():
+        for line in read_text(path, path.relative_to(root).as_posix()).splitlines():
             item_id = line.strip()
             if not item_id or item_id.startswith("#"):
                 continue
-            if escapes(item_id):
+            try:
+                reader_relative_path(item_id)
+            except ValueError as e:
                 where = path.relative_to(root).as_posix()
-                report.refused("path-escapes", f"id {item_id!r} leads out of the export", where)
+                message = f"id {item_id!r} is no file inside the export: it {e}"
+                report.refused("path-escapes", message, where)
                 continue
             if subsets.setdefault(item_id, subset) != subset:
                 repeated.append(item_id)
@@ -322,9 +333,14 @@ def find_image(folder: Path, item_id: str) -> Path:
 
 
 def detect(root: Path) -> list[str]:
-    """Class or instance PNGs, and no VOC Annotations/ (that is PASCAL VOC, masks and all)."""
+    """Class or instance PNGs, and no VOC annotation XMLs (that is PASCAL VOC, masks and all).
+
+    By content: CVAT's Segmentation mask export leaves an empty `Annotations/` folder (a zip of it
+    drops the folder), so only XMLs in it make the export PASCAL VOC.
+    """
     root = Path(root)
-    if (root / "Annotations").is_dir():
+    annotations = root / "Annotations"
+    if annotations.is_dir() and next(annotations.rglob("*.xml"), None) is not None:
         return []
     for name in (CLASS_DIR, OBJECT_DIR):
         folder = root / name

@@ -30,7 +30,9 @@ from PIL import Image
 from ...common.image_file import ImageFileError, probe_image
 from ...common.label_map import LabelMapError, parse_pbtxt_items
 from ...common.report import Report
+from ...common.storage import reader_relative_path
 from ..builder import DatasetBuilder
+from .text import read_text
 
 FORMATS = ("TFRecord 1.0",)
 
@@ -88,7 +90,7 @@ def _label_map(root: Path, report: Report) -> dict[int, str]:
         path = found[0]
     source = path.relative_to(root).as_posix()
     try:
-        items = parse_pbtxt_items(path.read_text(encoding="utf-8-sig"), source)
+        items = parse_pbtxt_items(read_text(path, source), source)
     except LabelMapError as e:
         raise ValueError(str(e)) from None
     label_map: dict[int, str] = {}
@@ -174,13 +176,13 @@ def _size(features, key: str) -> int | None:
 
 
 def _file_name(features, subset: str, index: int) -> str:
-    """image/filename made safe (a relative path, no `..`), else `<subset>_<index>.<format>`."""
-    text = _text(_first(features, "image/filename", b"")).replace("\\", "/")
-    name = "/".join(part for part in text.split("/") if part not in ("", ".", ".."))
-    if not name:
+    """image/filename when it is a relative path that stays inside the Dataset's images/, else
+    `<subset>_<index>.<format>`."""
+    try:
+        return reader_relative_path(_text(_first(features, "image/filename", b""))).as_posix()
+    except ValueError:
         suffix = SUFFIX_OF_FORMAT.get(_text(_first(features, "image/format", b"")).lower(), ".jpg")
-        name = f"{subset}_{index:06d}{suffix}"
-    return name
+        return f"{subset}_{index:06d}{suffix}"
 
 
 def _displayed_size(path: Path, data: bytes) -> tuple[int, int] | None:

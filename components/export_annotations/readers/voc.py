@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...common.report import Report
+from ...common.storage import reader_relative_path
 from ..builder import STAGE, DatasetBuilder
 from . import safe_xml
 from .segmentation_mask import (
@@ -35,7 +36,6 @@ from .segmentation_mask import (
     OBJECT_DIR,
     ClassColors,
     background_entry,
-    escapes,
     find_image,
     instance_masks,
     is_void,
@@ -43,6 +43,7 @@ from .segmentation_mask import (
     read_labelmap,
     read_subset_lists,
 )
+from .text import read_text
 
 FORMATS = ("PASCAL VOC 1.1",)
 
@@ -141,7 +142,7 @@ def _note_class_lists(folder: Path, report: Report) -> None:
     marked = 0
     for path in sorted(folder.glob("*_*.txt")) if stems else []:
         if path.stem.split("_", 1)[1] in stems:
-            lines = path.read_text(encoding="utf-8-sig").splitlines()
+            lines = read_text(path, (MAIN_LISTS / path.name).as_posix()).splitlines()
             marked += sum(1 for line in lines if line.split()[-1:] == ["1"])
     if marked:
         report.note(
@@ -165,8 +166,12 @@ def _parse_file(path: Path, root: Path, report: Report) -> _Item | None:
         )
         return None
     filename = (annotation.findtext("filename") or "").strip()
-    if escapes(filename):
-        report.refused("path-escapes", f"<filename> {filename!r} leads out of the export", location)
+    try:
+        if filename:  # without one, the image is found by the XML's name
+            reader_relative_path(filename)
+    except ValueError as e:
+        message = f"<filename> {filename!r} is no file inside the export: it {e}"
+        report.refused("path-escapes", message, location)
         return None
     elements = annotation.findall("object")
     objects = [_parse_object(e, i, location, report) for i, e in enumerate(elements, start=1)]

@@ -19,8 +19,9 @@ from PIL import Image
 
 from ...common.image_file import ORIENTATION_TAG, ImageProbe
 from ...common.report import Report
+from ...common.storage import reader_relative_path
 from ..builder import DatasetBuilder
-from .segmentation_mask import escapes
+from .text import read_text
 
 FORMATS = ("YOLO 1.1",)
 
@@ -54,7 +55,7 @@ def _config(path: Path) -> dict[str, str]:
     if not path.is_file():
         return {}
     config = {}
-    for line in path.read_text(encoding="utf-8-sig").splitlines():
+    for line in read_text(path, DATA_FILE).splitlines():
         key, sep, value = line.partition("=")
         if sep and key.strip():
             config[key.strip()] = value.strip()
@@ -62,19 +63,24 @@ def _config(path: Path) -> dict[str, str]:
 
 
 def _localize(path: str) -> str:
-    """A darknet path (`data/obj_train_data/a.jpg`) as a path inside the export."""
+    """A darknet path (`data/obj_train_data/a.jpg`) as a path inside the export; ValueError,
+    saying why, when it leads out of the export."""
     path = path.strip().replace("\\", "/")
     path = path[len("data/") :] if path.startswith("data/") else path
-    return PurePosixPath(path).as_posix()
+    return reader_relative_path(path).as_posix()
 
 
 def _class_names(root: Path, config: dict[str, str], report: Report) -> list[str]:
-    path = root / _localize(config.get("names", NAMES_FILE))
-    if escapes(config.get("names", "")) or not path.is_file():
+    try:
+        path = root / _localize(config.get("names", NAMES_FILE))
+    except ValueError:  # leads out of the export: CVAT's own place is the only one read
+        path = root / NAMES_FILE
+    if not path.is_file():
         path = root / NAMES_FILE
     if not path.is_file():
         raise ValueError(f"{root}: no {NAMES_FILE}: YOLO 1.1 needs its class names")
-    names = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
+    text = read_text(path, path.relative_to(root).as_posix())
+    names = [line.strip() for line in text.splitlines()]
     names = [name for name in names if name]
     if not names:
         raise ValueError(f"{path}: no class names")
@@ -85,6 +91,13 @@ def _class_names(root: Path, config: dict[str, str], report: Report) -> list[str
             f"obj.data says classes = {declared}, {path.name} names {len(names)}; the names count",
             DATA_FILE,
         )
+    indexes_of: dict[str, list[int]] = {}
+    for index, name in enumerate(names):
+        indexes_of.setdefault(name, []).append(index)
+    for name, indexes in indexes_of.items():
+        if len(indexes) > 1:
+            message = f"class {name!r} has indexes {indexes}: merged into one class"
+            report.fixed("category-merged", message, path.relative_to(root).as_posix())
     return names
 
 
@@ -92,16 +105,31 @@ def _items(root: Path, config: dict[str, str], report: Report) -> dict[str, list
     """{path without suffix: [subset, the image's path or None when only its .txt is known]}."""
     items: dict[str, list] = {}
     for subset, value in config.items():
-        list_file = root / _localize(value)
-        if subset in NOT_SUBSETS or escapes(value) or not list_file.is_file():
+        if subset in NOT_SUBSETS or not value.strip():
             continue
-        for line_no, line in enumerate(list_file.read_text(encoding="utf-8-sig").splitlines(), 1):
-            image = _localize(line)
-            if escapes(image):
+        try:
+            list_file = root / _localize(value)
+        except ValueError as e:
+            message = (
+                f"{subset} = {value!r} is no file inside the export (it {e}): not read; the "
+                f"obj_{subset}_data/ folder still is"
+            )
+            report.note("path-escapes", message, DATA_FILE)
+            continue
+        if not list_file.is_file():
+            continue
+        text = read_text(list_file, list_file.relative_to(root).as_posix())
+        for line_no, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                image = _localize(line)
+            except ValueError as e:
                 where = f"{list_file.relative_to(root).as_posix()}:{line_no}"
-                report.refused("path-escapes", f"{line.strip()!r} leads out of the export", where)
-            elif line.strip():
-                items.setdefault(str(PurePosixPath(image).with_suffix("")), [subset, image])
+                message = f"{line.strip()!r} is no file inside the export: it {e}"
+                report.refused("path-escapes", message, where)
+                continue
+            items.setdefault(str(PurePosixPath(image).with_suffix("")), [subset, image])
     for folder in sorted(root.glob("obj_*_data")):
         subset = folder.name[len("obj_") : -len("_data")]
         for path in sorted(folder.rglob("*")):
@@ -157,7 +185,7 @@ def _displayed_size(path: Path) -> tuple[int, int] | None:
 def _parse_labels(path: Path, location: str, names: list[str], report: Report) -> list:
     """[(class name, (cx, cy, w, h), file:line)] for the well-formed lines; refuses the rest."""
     boxes = []
-    for line_no, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+    for line_no, line in enumerate(read_text(path, location).splitlines(), start=1):
         if not line.strip():
             continue
         where = f"{location}:{line_no}"

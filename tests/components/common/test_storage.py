@@ -83,6 +83,19 @@ def test_safe_relative_path_drops_dots_and_refuses_escapes():
             storage.safe_relative_path(name)
 
 
+def test_reader_relative_path_takes_backslashes_as_separators_and_refuses_the_same_escapes():
+    assert storage.reader_relative_path(".\\a\\b//c.jpg") == PurePosixPath("a/b/c.jpg")
+    for name, reason in [
+        ("a\\..\\x", "'..'"),
+        ("\\\\server\\share\\x", "absolute"),
+        ("C:\\Windows\\x", "drive letter"),
+        ("a\x00b", "NUL"),
+        ("", "empty"),
+    ]:
+        with pytest.raises(ValueError, match=reason):
+            storage.reader_relative_path(name)
+
+
 def test_unsupported_scheme_lists_the_supported_ones():
     with pytest.raises(UnsupportedSchemeError, match=r"s3://.*gs://, http://, https://"):
         storage.exists("s3://bucket/x")

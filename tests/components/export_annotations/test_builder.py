@@ -142,7 +142,7 @@ def test_clashing_file_names_are_renamed_and_reported(tmp_path):
     builder.file_prefix = "task-1"
     builder.add_image(_image(tmp_path / "t1/a.png", (10, 10)), "a.png")
     builder.add_image(_image(tmp_path / "t2/a.png", (12, 12)), "a.png")
-    builder.add_image(_image(tmp_path / "t3/a.png", (14, 14)), "../../a.png")
+    builder.add_image(_image(tmp_path / "t3/a.png", (14, 14)), ".\\a.png")  # Windows-made
 
     dataset = builder.build(tmp_path / "out")
 
@@ -151,6 +151,13 @@ def test_clashing_file_names_are_renamed_and_reported(tmp_path):
     assert [e.code for e in builder.report.entries] == ["file-renamed", "file-renamed"]
     sizes = [Image.open(tmp_path / "out/images" / n).size for n in names]
     assert sizes == [(10, 10), (12, 12), (14, 14)]
+
+
+def test_a_file_name_leading_out_of_images_is_a_readers_bug_named_by_location(tmp_path):
+    builder = DatasetBuilder()
+    with pytest.raises(ValueError) as error:
+        builder.add_image(_image(tmp_path / "a.png", (10, 10)), "../../a.png", location="x.json")
+    assert str(error.value) == "x.json: image file name '../../a.png' contains a '..' segment"
 
 
 def test_groups_and_subsets_are_recorded(tmp_path):

@@ -88,6 +88,9 @@ def test_macos_junk_beside_the_single_folder_does_not_stop_unwrapping(tmp_path):
 def test_an_archive_with_several_top_level_entries_is_returned_whole(tmp_path):
     root = fetch_source(str(make_zip(tmp_path / "e.zip", EXPORT)), tmp_path / "work")
     assert read_tree(root) == EXPORT
+    assert root.name == "e"  # named after the archive, the same on every run
+    root = fetch_source(str(make_tar_gz(tmp_path / "task 1.tar.gz", EXPORT)), tmp_path / "work")
+    assert root.name == "task 1" and read_tree(root) == EXPORT
 
 
 def test_only_one_level_is_unwrapped(tmp_path):

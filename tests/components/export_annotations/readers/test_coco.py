@@ -278,11 +278,64 @@ def test_degenerate_polygons_are_dropped_or_fall_back_to_the_box(tmp_path):
     ]
 
 
+def test_nan_and_infinity_are_skipped_alike_under_the_files_own_ids(tmp_path):
+    write_image(tmp_path / "images/a.png", 20, 10)
+    annotations = [  # json.dumps writes NaN and Infinity, and json.loads reads them back
+        _box(7, 1, bbox=(1, 2, float("inf"), 4)),
+        _box(9, 1, bbox=(1, float("nan"), 3, 4)),
+        _box(12, 1),
+        _box(15, 1, segmentation=[[0, 0, 4, 0, float("-inf"), 4], [0, 0, 4, 0, 4, 4]]),
+    ]
+    _write_json(tmp_path / "c.json", [_image(1, "a.png")], annotations)
+    dataset, report = read_into(coco, tmp_path, tmp_path / "out")
+
+    assert [a["bbox"] for a in dataset.annotations] == [[1, 2, 3, 4], [0, 0, 4, 4]]
+    assert [(e.action, e.code, e.location, e.message) for e in report.entries] == [
+        ("skipped", "annotation-no-geometry", "c.json: annotation id 7 (image id 1)",
+         "no segmentation and no valid bbox (bbox [1, 2, inf, 4])"),
+        ("skipped", "annotation-no-geometry", "c.json: annotation id 9 (image id 1)",
+         "no segmentation and no valid bbox (bbox [1, nan, 3, 4])"),
+        ("fixed", "polygon-degenerate", "c.json: annotation id 15 (image id 1)",
+         "1 of its 2 polygons have fewer than 3 points or bad coordinates: left out"),
+    ]  # fmt: skip
+
+
+def test_a_file_name_leading_out_of_the_export_is_refused_not_rewritten(tmp_path):
+    write_image(tmp_path / "images/a.png", 20, 10)
+    images = [_image(1, "..\\..\\a.png"), _image(2, "sub\\..\\..\\a.png"), _image(3, "a.png")]
+    _write_json(tmp_path / "c.json", images)
+    builder = DatasetBuilder()
+    coco.read(tmp_path, builder)
+    assert [(e.action, e.code, e.location, e.message) for e in builder.report.entries] == [
+        ("refused", "path-escapes", "c.json",
+         "image id 1 file_name '..\\\\..\\\\a.png' is no file inside the export: it contains "
+         "a '..' segment"),
+        ("refused", "path-escapes", "c.json",
+         "image id 2 file_name 'sub\\\\..\\\\..\\\\a.png' is no file inside the export: it "
+         "contains a '..' segment"),
+    ]  # fmt: skip
+
+
 def test_unreadable_json_names_the_file(tmp_path):
     (tmp_path / "annotations").mkdir()
     (tmp_path / "annotations/instances_default.json").write_text('{"images": [1, ')
     with pytest.raises(ValueError, match="annotations/instances_default.json: not a readable"):
         coco.read(tmp_path, DatasetBuilder())
+
+
+def test_deeply_nested_json_names_the_file_and_what_to_do(tmp_path):
+    (tmp_path / "annotations").mkdir()
+    nested = "[" * 100_000 + "]" * 100_000
+    (tmp_path / "annotations/instances_default.json").write_text(
+        '{"images": [], "categories": [], "annotations": ' + nested + "}"
+    )
+    with pytest.raises(ValueError) as error:
+        coco.read(tmp_path, DatasetBuilder())
+    assert str(error.value) == (
+        "annotations/instances_default.json: its JSON nests arrays or objects too deeply to read "
+        "(COCO needs at most four levels: the file is damaged or not COCO); export it from CVAT "
+        "again"
+    )
 
 
 # --- conformance on ../shared/test_data ------------------------------------------------------

@@ -1,11 +1,13 @@
 """MOT 1.1 reader: gt.txt rows to boxes of one sequence group, frames 1-based."""
 
 import csv
+import zipfile
 
 import pytest
 
 from cvat_kfp.components.common.report import ReportError
 from cvat_kfp.components.export_annotations.builder import DatasetBuilder
+from cvat_kfp.components.export_annotations.export import export_annotations
 from cvat_kfp.components.export_annotations.readers import mot
 
 from ._formats_helpers import (
@@ -107,7 +109,11 @@ def test_an_image_folder_outside_the_sequence_is_refused(tmp_path):
     write(root / "seqinfo.ini", "[Sequence]\nimDir=../../elsewhere\n")
     builder = read(mot, root)
     (refused,) = entries(builder, "seqinfo-malformed")
-    assert refused.location == "seqinfo.ini" and "leads out of the export" in refused.message
+    assert refused.location == "seqinfo.ini"
+    assert refused.message == (
+        "cannot read it: imDir '../../elsewhere' is no folder inside the export: it contains a "
+        "'..' segment"
+    )
 
 
 def test_a_folder_of_sequences_gives_a_group_each(tmp_path):
@@ -154,3 +160,20 @@ def test_cvat_mot_fixtures(shared_test_data, tmp_path):
     assert dataset.images == [] and locations(builder, "image-missing") == ["gt/gt.txt frame 1"]
     (missing,) = entries(builder, "image-missing")
     assert "000001.jpg" in missing.message and "1 annotation(s) skipped" in missing.message
+
+
+def test_a_mot_zip_without_seqinfo_is_one_group_named_after_the_archive(tmp_path):
+    folder = _export(tmp_path / "written")  # CVAT's MOT 1.1 zip: gt/, img1/, no seqinfo.ini
+    archive = tmp_path / "task_7_mot.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(folder.rglob("*")):
+            zf.write(path, path.relative_to(folder).as_posix())
+
+    runs = [
+        export_annotations(tmp_path / f"out{n}", source=str(archive), work_dir=tmp_path)
+        for n in (1, 2)
+    ]
+
+    assert {image["group"] for image in runs[0].dataset.images} == {"task_7_mot"}
+    first, second = ((tmp_path / f"out{n}/annotations.json").read_bytes() for n in (1, 2))
+    assert first == second

@@ -7,6 +7,8 @@ import pytest
 from PIL import Image
 
 from cvat_kfp.components.common.report import ReportError
+from cvat_kfp.components.export_annotations.builder import DatasetBuilder
+from cvat_kfp.components.export_annotations.formats import detect_format, read_export
 from cvat_kfp.components.export_annotations.readers import segmentation_mask as segmask
 from cvat_kfp.components.export_annotations.readers.segmentation_mask import VOC_PALETTE
 
@@ -156,6 +158,45 @@ def test_detect_leaves_voc_exports_to_the_voc_reader(tmp_path):
     write(root / "Annotations/a.xml", "<annotation/>")
     assert segmask.detect(root) == []
     assert segmask.detect(tmp_path / "nothing") == []
+
+
+def test_the_empty_annotations_folder_cvat_leaves_does_not_hide_the_masks(tmp_path):
+    root = _export(tmp_path / "export")
+    (root / "Annotations").mkdir()  # CVAT's Segmentation mask 1.1 writer leaves it empty
+    assert detect_format(root) == "Segmentation mask 1.1"
+    builder = DatasetBuilder()
+    assert read_export(root, builder) == "Segmentation mask 1.1"
+    assert len(build(builder, tmp_path).annotations) == 3
+
+
+def _recoloured(colors, mapping):
+    out = np.array(colors)
+    for old, new in mapping.items():
+        out[(np.asarray(colors) == old).all(axis=-1)] = new
+    return out
+
+
+def test_a_label_map_without_colours_gives_each_label_the_voc_colour_of_its_index(tmp_path):
+    root = _export(tmp_path / "export", labelmap="# label:color_rgb:parts:actions\n"
+                   "background:::\ncat:::\ndog:::\nignored:::\n")  # fmt: skip
+    classes, _ = _maps()
+    # index 0 background (black), 1 cat, 2 dog; `ignored` is VOC's void, index 255
+    palette = {CAT: VOC_PALETTE[1], DOG: VOC_PALETTE[2]}
+    _png(root / "SegmentationClass/a.png", _recoloured(classes, palette))
+    builder = read(segmask, root)
+    dataset = build(builder, tmp_path)
+
+    assert dataset.label_map.names == ("cat", "dog")
+    assert [a["category_id"] for a in dataset.annotations] == [1, 1, 2]
+    assert builder.report.entries == []
+
+
+def test_a_latin1_label_map_is_named_with_what_to_do(tmp_path):
+    root = _export(tmp_path / "export")
+    latin1 = "background:0,0,0::\nchat_\xe9t\xe9:255,0,0::\n".encode("latin-1")
+    (root / "labelmap.txt").write_bytes(latin1)
+    with pytest.raises(ValueError, match=r"^labelmap.txt is not UTF-8 text: byte 0xe9 on line 2 "):
+        read(segmask, root)
 
 
 def test_a_bad_label_map_is_refused(tmp_path):

@@ -219,6 +219,23 @@ def test_instance_masks_in_object_order_become_the_objects_masks(tmp_path):
     assert person["area"] == 9 * 15 and head["segmentation"] == []  # parts stay boxes
 
 
+def test_a_label_map_without_colours_matches_masks_by_the_voc_colour_of_each_index(tmp_path):
+    labelmap = "# label:color_rgb:parts:actions\nbackground:::\ncat:::\nperson::head:\n"
+    root = _export(tmp_path / "export", labelmap=labelmap)
+    objects = np.zeros((30, 40), np.uint8)
+    objects[3:8, 2:12], objects[10:25, 21:30] = 1, 2
+    classes = np.where(objects == 1, 1, np.where(objects == 2, 2, 0))  # the label map's indexes
+    _instance_png(root / "SegmentationObject/a.png", objects)
+    _instance_png(root / "SegmentationClass/a.png", classes)
+    builder = read(voc, root)
+    dataset = build(builder, tmp_path)
+
+    assert dataset.label_map.names == ("cat", "person", "head")
+    cat, person, _ = dataset.annotations
+    assert cat["area"] == 50 and person["area"] == 9 * 15
+    assert builder.report.entries == []  # no masks-not-matched
+
+
 def test_instances_that_do_not_match_the_objects_leave_the_boxes(tmp_path):
     root = _export(tmp_path / "export")
     objects = np.zeros((30, 40), np.uint8)

@@ -123,6 +123,32 @@ def test_obj_names_is_required_and_a_class_count_mismatch_noted(tmp_path):
         read(yolo, root)
 
 
+def test_duplicate_class_names_are_merged_with_a_report_line(tmp_path):
+    root = _export(tmp_path / "export", boxes="0 0.5 0.5 0.5 0.5\n1 0.25 0.25 0.1 0.2\n")
+    write(root / "obj.names", "car\ncar\nbus\n")
+    builder = read(yolo, root)
+    dataset = build(builder, tmp_path)
+
+    assert dataset.label_map.names == ("car", "bus")
+    assert instances_per_class(dataset) == {"car": 2}
+    assert [(e.action, e.code, e.location, e.message) for e in builder.report.entries] == [
+        ("fixed", "category-merged", "obj.names",
+         "class 'car' has indexes [0, 1]: merged into one class"),
+    ]  # fmt: skip
+
+
+def test_a_latin1_obj_names_is_named_with_what_to_do(tmp_path):
+    root = _export(tmp_path / "export")
+    (root / "obj.names").write_bytes("cat\nb\xe9b\xe9\n".encode("latin-1"))
+    with pytest.raises(ValueError) as error:
+        read(yolo, root)
+    assert str(error.value) == (
+        "obj.names is not UTF-8 text: byte 0xe9 on line 2 cannot be decoded (a Latin-1 or "
+        "Windows code page file?). CVAT writes UTF-8: save the file as UTF-8 (e.g. `iconv -f "
+        "latin1 -t utf-8`) and try again"
+    )
+
+
 def test_paths_that_leave_the_export_are_refused(tmp_path):
     root = _export(tmp_path / "export")
     write(root / "train.txt", "data/obj_train_data/a.jpg\n/etc/hosts\ndata/../../x.jpg\n")
