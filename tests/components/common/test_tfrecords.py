@@ -155,7 +155,9 @@ def test_an_unfinished_or_foreign_directory_is_refused(deep_split, tmp_path):
     with pytest.raises(TFRecordsError, match=r"lists the classes \['a', 'b'\]"):
         read_tfrecords(broken)
     (broken / MANIFEST_FILE).write_text(json.dumps({**manifest, "num_shards": 2}))
-    with pytest.raises(TFRecordsError, match="lists 2 shard.* found 1: the directory is incomplete"):
+    with pytest.raises(
+        TFRecordsError, match="lists 2 shard.* found 1: the directory is incomplete"
+    ):
         read_tfrecords(broken)
 
 
