@@ -98,7 +98,8 @@ class TFRecordsDir:
     shards: tuple[Path, ...]
 
     @property
-    def file_pattern(self) -> str:
+    def pattern(self) -> str:
+        """The shards' path pattern, as a data config's input_path takes it."""
         return str(self.directory / self.manifest["file_pattern"])
 
     @property

@@ -116,7 +116,7 @@ def test_the_reader_gives_what_model_gardens_decoder_reads(deep_split):
     assert found.manifest["split"] == "test" and found.manifest["num_examples"] == 2
     assert found.label_map.names == CLASSES
     assert [path.name for path in found.shards] == ["test-00000-of-00001.tfrecord"]
-    assert found.file_pattern == str(deep_split / "test-*-of-00001.tfrecord")
+    assert found.pattern == str(deep_split / "test-*-of-00001.tfrecord")
     for where, record in found.records():
         example = parse_example(record, where)
         decoded = model_garden_decode(record)
