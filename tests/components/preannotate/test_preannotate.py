@@ -500,3 +500,22 @@ def test_options_are_checked_first(tmp_path, env, options, message):
             predictor=object(),
             **options,
         )
+
+
+def test_a_cvat_url_with_credentials_is_refused_and_its_password_never_shown(
+    server, tmp_path, env, logs
+):
+    server.add_task(7, labels=["cat"], frames=frames(1))
+    predictor = FakePredictor(["cat"], [[det("cat", 0.9, 1, 2, 4, 6)]])
+    url = server.url.replace("http://", "http://alice:s3cret-pw@")
+
+    with pytest.raises(ValueError) as error:
+        run_preannotate("m", str(tmp_path), report_of(tmp_path), url, "7", predictor=predictor)
+
+    message = str(error.value)
+    assert "carries credentials" in message and "CVAT_ACCESS_TOKEN" in message
+    assert "CVAT_USERNAME and CVAT_PASSWORD" in message
+    assert server.url in message  # which URL, without its user info
+    shown = "\n".join([message, *logs.messages, logs.text])
+    assert "s3cret-pw" not in shown and "alice" not in shown
+    assert server.requests == [] and predictor.images == []
