@@ -29,8 +29,7 @@ def preannotate(
         exported_model: The exported model (export-model).
         predictions: The predictions as a COCO file (predictions.json), uploaded or not.
         report: Frames, shapes per label, what was skipped and why.
-        cvat_url: The CVAT server, e.g. https://cvat.example.com (no user:password@ in it:
-            credentials come from the Secret).
+        cvat_url: The CVAT server, e.g. https://cvat.example.com (credentials go in the Secret).
         task_id: The CVAT task id to pre-annotate (a number; a string so that pipelines can
             leave it empty to skip the step).
         score_threshold: Lowest score of a prediction that is kept.
