@@ -162,20 +162,22 @@ def run_preannotate(
         task_labels = call(f"read the labels of {resource}", task.get_labels, resource=resource)
         labels = match_labels(task_labels, predictor, options, resource)
         meta = call(f"read the frames of {resource}", task.get_meta, resource=resource)
-        frames = list_frames(task, meta, resource)
+        task_frames = list_frames(task, meta, resource)
         mode = "dry run, nothing uploaded" if options.dry_run else options.existing_annotations
         logger.info(
-            f"{resource} ({task.name!r}): {len(frames.frames)} frame(s) to predict"
-            + (f", {frames.deleted} deleted frame(s) left out" if frames.deleted else "")
+            f"{resource} ({task.name!r}): {len(task_frames.frames)} frame(s) to predict"
+            + (f", {task_frames.deleted} deleted frame(s) left out" if task_frames.deleted else "")
             + f"; {mode}"
         )
-        predictions = predict(call, frames, predictor, labels, options)
-        write_predictions(Path(predictions_dir), frames, predictions, predictor.label_map, options)
-        requests = 0 if options.dry_run else upload(call, frames, predictions, labels, options)
+        predictions = predict(call, task_frames, predictor, labels, options)
+        write_predictions(
+            Path(predictions_dir), task_frames, predictions, predictor.label_map, options
+        )
+        requests = 0 if options.dry_run else upload(call, task_frames, predictions, labels, options)
     outcome = _Outcome(
         redact_url(cvat_url),
         options,
-        frames,
+        task_frames,
         predictor.label_map,
         predictor.has_masks,
         labels,
