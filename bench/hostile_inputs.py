@@ -49,7 +49,10 @@ def _cvat_export(root: Path, file_size, declared, mask_box, runs) -> Path:
 def _coco_export(root: Path, file_size, declared, rle_size) -> Path:
     _png(root / "images" / "a.png", file_size)
     height, width = rle_size
-    rle = {"size": [height, width], "counts": [width * 10 + 10, 10, height * width - width * 10 - 20]}
+    rle = {
+        "size": [height, width],
+        "counts": [height * 10 + 10, 10, height * width - height * 10 - 20],
+    }
     coco = {
         "images": [{"id": 1, "file_name": "a.png", "width": declared[0], "height": declared[1]}],
         "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": rle,

@@ -321,8 +321,39 @@ def mask_to_rle(mask) -> dict:
     import numpy as np
     from pycocotools import mask as mask_utils
 
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    rle = mask_utils.encode(np.asfortranarray(mask, dtype=np.uint8))  # one copy, not two
     return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+def box_mask_to_rle(box, left: int, top: int, width: int, height: int) -> dict:
+    """mask_to_rle of a width x height mask that is 0 outside `box` (a 0/1 [h, w] mask whose
+    top-left pixel is at (left, top)), allocating the box's columns only, not the whole image."""
+    import numpy as np
+    from pycocotools import mask as mask_utils
+
+    box_height, box_width = box.shape
+    if min(left, top) < 0 or left + box_width > width or top + box_height > height:
+        raise ValueError(
+            f"a {box_width}x{box_height} mask at ({left}, {top}) does not fit a "
+            f"{width}x{height} image"
+        )
+    columns = np.zeros((height, box_width), dtype=np.uint8, order="F")
+    columns[top : top + box_height] = box
+    flat = columns.ravel(order="F")
+    if not flat.size:
+        return mask_to_rle(np.zeros((height, width), dtype=np.uint8))
+    edges = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    counts = np.diff(np.concatenate(([0], edges, [flat.size]))).tolist()
+    if flat[0]:
+        counts.insert(0, 0)  # COCO runs start with the 0s
+    counts[0] += left * height
+    right = (width - left - box_width) * height
+    if right and len(counts) % 2:  # the last run is 0s
+        counts[-1] += right
+    elif right:
+        counts.append(right)
+    rle = mask_utils.frPyObjects({"size": [height, width], "counts": counts}, height, width)
+    return {"size": [height, width], "counts": rle["counts"].decode("ascii")}
 
 
 def link_or_copy(src: Path, dst: Path) -> None:

@@ -114,7 +114,7 @@ class _Meta:
 @dataclass
 class _Shape:
     """One shape ready for the builder: kind "box" ([x, y, w, h]), "polygon" ([x1, y1, ...]) or
-    "mask" ((0/1 array of its box, left, top))."""
+    "mask" ((runs, left, top, width, height): CVAT's RLE over its box, decoded once drawn)."""
 
     kind: str
     data: object
@@ -605,11 +605,10 @@ def _mask_shape(ctx, values, label, attributes, group, location) -> _Shape | Non
             location,
         )
         return None
-    tight = np.repeat(np.arange(len(runs), dtype=np.uint8) % 2, runs).reshape(height, width)
-    if not tight.any():
+    if not any(runs[1::2]):
         ctx.report.skipped("mask-empty", "the mask has no pixel set", location)
         return None
-    return _Shape("mask", (tight, left, top), label, attributes, group, location)
+    return _Shape("mask", (runs, left, top, width, height), label, attributes, group, location)
 
 
 def _rotated_box(xtl, ytl, xbr, ybr, degrees) -> list[float]:
@@ -693,9 +692,10 @@ def _add_instance(ctx, image_id, label, members, attributes, size) -> None:
     location = members[0].location
     options = {"attributes": attributes, "location": location}
     if "mask" in kinds:
-        mask = _full_mask(ctx, members, size)
-        if mask is not None:
-            ctx.builder.add_mask(image_id, label, mask, **options)
+        drawn = _instance_mask(ctx, image_id, members, size)
+        if drawn is not None:
+            mask, left, top = drawn
+            ctx.builder.add_mask(image_id, label, mask, left=left, top=top, **options)
     elif "polygon" in kinds:
         polygons = [s.data for s in members if s.kind == "polygon"]
         ctx.builder.add_polygon(image_id, label, polygons, **options)
@@ -706,28 +706,49 @@ def _add_instance(ctx, image_id, label, members, attributes, size) -> None:
         ctx.builder.add_box(image_id, label, x, y, right - x, bottom - y, **options)
 
 
-def _full_mask(ctx: _Context, members: list[_Shape], size) -> np.ndarray | None:
-    """The image-sized union of the masks and polygons of one instance."""
+def _instance_mask(ctx: _Context, image_id: int, members: list[_Shape], size):
+    """The union of the masks and polygons of one instance, drawn within its own box clipped to
+    the image: (box mask, left, top). Nothing is drawn on an image its file rules out, nor from
+    a mask box larger than the whole image."""
     width, height = size
     location = members[0].location
     if width is None or height is None:
         ctx.report.skipped("mask-no-image-size", "the image size is unknown", location)
         return None
-    full = np.zeros((height, width), dtype=np.uint8)
+    if ctx.builder.drawable_size(image_id) is None:  # the build refuses or skips it, saying why
+        ctx.builder.count_undrawn(image_id)
+        return None
+    masks = [s.data for s in members if s.kind == "mask"]
+    polygons = [s.data for s in members if s.kind == "polygon"]
+    for _, _, _, mask_width, mask_height in masks:
+        if mask_width * mask_height > width * height:
+            ctx.report.refused(
+                "mask-too-large",
+                f"the mask box is {mask_width}x{mask_height}, more pixels than the whole "
+                f"{width}x{height} image: it is not a mask of this image. Re-export the task "
+                "from CVAT",
+                location,
+            )
+            return None
+    x0, y0, x1, y1 = _extent(masks, polygons, width, height)
+    if x1 <= x0 or y1 <= y0:
+        ctx.report.skipped("mask-empty", "the mask lies outside the image", location)
+        return None
+    box = np.zeros((y1 - y0, x1 - x0), dtype=np.uint8)
     drawn = 0
-    for shape in members:
-        if shape.kind == "mask":
-            tight, left, top = shape.data
-            drawn += int(tight.sum())
-            x0, y0 = max(left, 0), max(top, 0)
-            x1, y1 = min(left + tight.shape[1], width), min(top + tight.shape[0], height)
-            if x1 > x0 and y1 > y0:
-                region = tight[y0 - top : y1 - top, x0 - left : x1 - left]
-                full[y0:y1, x0:x1] |= region
-        elif shape.kind == "polygon":
-            rles = mask_utils.frPyObjects([shape.data], height, width)
-            full |= mask_utils.decode(mask_utils.merge(rles))
-    kept = int(full.sum())
+    for runs, left, top, mask_width, mask_height in masks:
+        drawn += sum(runs[1::2])
+        a, b = max(left, x0), max(top, y0)
+        c, d = min(left + mask_width, x1), min(top + mask_height, y1)
+        if c > a and d > b:
+            ones = np.arange(len(runs), dtype=np.uint8) % 2
+            tight = np.repeat(ones, runs).reshape(mask_height, mask_width)
+            box[b - y0 : d - y0, a - x0 : c - x0] |= tight[b - top : d - top, a - left : c - left]
+    for polygon in polygons:
+        shifted = [v - (x0 if i % 2 == 0 else y0) for i, v in enumerate(polygon)]
+        rles = mask_utils.frPyObjects([shifted], *box.shape)
+        box |= mask_utils.decode(mask_utils.merge(rles))
+    kept = int(box.sum())
     if not kept:
         ctx.report.skipped("mask-empty", "the mask lies outside the image", location)
         return None
@@ -735,7 +756,19 @@ def _full_mask(ctx: _Context, members: list[_Shape], size) -> np.ndarray | None:
         ctx.report.fixed(
             "mask-clipped", f"{drawn - kept} mask pixel(s) outside the image cut off", location
         )
-    return full
+    return box, x0, y0
+
+
+def _extent(masks, polygons, width, height) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1): the pixels the masks and polygons may cover, within the image."""
+    xs, ys = [], []
+    for _, left, top, mask_width, mask_height in masks:
+        xs += [left, left + mask_width]
+        ys += [top, top + mask_height]
+    for polygon in polygons:
+        xs += [math.floor(min(polygon[0::2])), math.ceil(max(polygon[0::2])) + 1]
+        ys += [math.floor(min(polygon[1::2])), math.ceil(max(polygon[1::2])) + 1]
+    return max(min(xs), 0), max(min(ys), 0), min(max(xs), width), min(max(ys), height)
 
 
 # --- numbers ---------------------------------------------------------------------------------
