@@ -22,6 +22,7 @@ from .label_map import LabelMap, LabelMapError
 ANNOTATIONS_FILE = "annotations.json"
 IMAGES_DIR = "images"
 MAX_LISTED_PROBLEMS = 25
+RLE_SAMPLE_CHUNK_PX = 1 << 20  # rle_pixels reads this many pixels at once (bounds its indexes)
 
 
 class DatasetError(ValueError):
@@ -323,6 +324,52 @@ def mask_to_rle(mask) -> dict:
 
     rle = mask_utils.encode(np.asfortranarray(mask, dtype=np.uint8))  # one copy, not two
     return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+def compressed_rle_counts(text: str) -> list[int]:
+    """The runs of a compressed COCO RLE string, decoded as pycocotools' rleFrString does.
+
+    Here because pycocotools decodes runs into the mask without bounds checks, and gives no
+    runs back; raises ValueError or IndexError on a string that is not RLE or is truncated."""
+    counts: list[int] = []
+    position = 0
+    while position < len(text):
+        value, shift, more = 0, 0, True
+        while more:
+            chunk = ord(text[position]) - 48
+            if not 0 <= chunk < 64:
+                raise ValueError(f"character {text[position]!r} is not RLE")
+            value |= (chunk & 0x1F) << shift
+            more = bool(chunk & 0x20)
+            position += 1
+            shift += 5
+            if not more and chunk & 0x10:
+                value -= 1 << shift
+        if len(counts) > 2:
+            value += counts[-2]
+        counts.append(value)
+    return counts
+
+
+def rle_pixels(rle: dict, rows, columns):
+    """The 0/1 pixels of a COCO RLE at these rows and columns (index arrays), as a [len(rows),
+    len(columns)] Fortran-order uint8 array read from the runs: the whole mask is never decoded,
+    so a window or a resized copy costs its own size, not the mask's."""
+    import numpy as np
+
+    height = rle["size"][0]
+    counts = rle["counts"]
+    if isinstance(counts, bytes):
+        counts = counts.decode("ascii")
+    ends = np.cumsum(compressed_rle_counts(counts) if isinstance(counts, str) else counts)
+    rows, columns = np.asarray(rows, dtype=np.int64), np.asarray(columns, dtype=np.int64)
+    pixels = np.zeros((len(rows), len(columns)), dtype=np.uint8, order="F")
+    step = max(1, RLE_SAMPLE_CHUNK_PX // max(len(rows), 1))
+    for start in range(0, len(columns), step):
+        flat = columns[start : start + step, None] * height + rows[None, :]  # column-major
+        # The runs alternate from 0s: a pixel's run is the number of runs ending at or before it.
+        pixels[:, start : start + step] = (np.searchsorted(ends, flat, side="right") % 2).T
+    return pixels
 
 
 def box_mask_to_rle(box, left: int, top: int, width: int, height: int) -> dict:

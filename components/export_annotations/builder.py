@@ -27,6 +27,7 @@ from ..common.dataset import (
     box_mask_to_rle,
     link_or_copy,
     mask_to_rle,
+    rle_pixels,
 )
 from ..common.image_file import ORIENTATION_TAG, ImageFileError, ImageProbe, probe_image
 from ..common.report import Report
@@ -366,11 +367,7 @@ def _rescale(annotation: dict, declared, target) -> None:
     annotation["bbox"] = [round(x * sx, 3), round(y * sy, 3), round(w * sx, 3), round(h * sy, 3)]
     segmentation = annotation["segmentation"]
     if isinstance(segmentation, dict):
-        # Decoded at the declared size, which _fit keeps within MAX_DOWNSCALE of the file's.
-        mask = mask_utils.decode(_encoded_rle(segmentation))
-        resized = np.array(Image.fromarray(mask).resize(target, Image.NEAREST)) > 0
-        del mask
-        rle = mask_to_rle(resized)
+        rle = _resized_rle(segmentation, target)
         annotation["segmentation"] = rle
         annotation["bbox"] = [round(float(v), 3) for v in mask_utils.toBbox(_encoded_rle(rle))]
         annotation["area"] = float(mask_utils.area(_encoded_rle(rle)))
@@ -380,6 +377,21 @@ def _rescale(annotation: dict, declared, target) -> None:
             for polygon in segmentation
         ]
         annotation["area"] = round(annotation["area"] * sx * sy, 3)
+
+
+def _resized_rle(rle: dict, target) -> dict:
+    """The RLE's mask resized to `target` (width, height) by nearest pixel, exactly as PIL's
+    NEAREST resize of the decoded mask, but read from the runs: nothing of the declared size is
+    allocated, only the target (the file's size)."""
+    height, width = rle["size"]
+    rows, columns = _nearest_pixels(height, target[1]), _nearest_pixels(width, target[0])
+    return mask_to_rle(rle_pixels(rle, rows, columns))
+
+
+def _nearest_pixels(declared: int, target: int) -> np.ndarray:
+    """For each of `target` pixels, the one of `declared` that PIL's NEAREST resize takes."""
+    line = Image.fromarray(np.arange(declared, dtype=np.int32).reshape(1, declared))
+    return np.asarray(line.resize((target, 1), Image.NEAREST), dtype=np.int64)[0]
 
 
 def _polygon_area(polygons) -> float:

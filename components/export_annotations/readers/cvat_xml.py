@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from ...common.dataset import rle_pixels
 from ..builder import DatasetBuilder
 
 FORMATS = ("CVAT for images 1.1", "CVAT for video 1.1")
@@ -744,10 +745,9 @@ def _instance_mask(ctx: _Context, image_id: int, members: list[_Shape], size):
             ones = np.arange(len(runs), dtype=np.uint8) % 2
             tight = np.repeat(ones, runs).reshape(mask_height, mask_width)
             box[b - y0 : d - y0, a - x0 : c - x0] |= tight[b - top : d - top, a - left : c - left]
-    for polygon in polygons:
-        shifted = [v - (x0 if i % 2 == 0 else y0) for i, v in enumerate(polygon)]
-        rles = mask_utils.frPyObjects([shifted], *box.shape)
-        box |= mask_utils.decode(mask_utils.merge(rles))
+    for polygon in polygons:  # its RLE on the whole image (runs only), read within the box
+        rle = mask_utils.merge(mask_utils.frPyObjects([polygon], height, width))
+        box |= rle_pixels(rle, np.arange(y0, y1), np.arange(x0, x1))
     kept = int(box.sum())
     if not kept:
         ctx.report.skipped("mask-empty", "the mask lies outside the image", location)

@@ -1,9 +1,29 @@
-"""box_mask_to_rle: the RLE of a whole-image mask, made from the box that holds its pixels."""
+"""Mask RLE helpers: box_mask_to_rle (the RLE of a whole-image mask, made from the box that holds
+its pixels) and compressed_rle_counts (the runs of a compressed RLE string)."""
+
+import random
 
 import numpy as np
 import pytest
+from pycocotools import mask as mask_utils
 
-from cvat_kfp.components.common.dataset import box_mask_to_rle, mask_to_rle
+from cvat_kfp.components.common import dataset as dataset_module
+from cvat_kfp.components.common.dataset import (
+    box_mask_to_rle,
+    compressed_rle_counts,
+    mask_to_rle,
+    rle_pixels,
+)
+
+
+def test_compressed_counts_decode_like_pycocotools():
+    generator = random.Random(0)
+    for _ in range(20):
+        mask = np.array([[generator.random() < 0.3 for _ in range(23)] for _ in range(17)])
+        encoded = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+        counts = compressed_rle_counts(encoded["counts"].decode())
+        runs = np.repeat(np.arange(len(counts)) % 2, counts)
+        assert (runs.reshape(23, 17).T == mask).all()
 
 
 def _whole(box, left, top, width, height):
@@ -45,3 +65,18 @@ def test_equals_the_whole_image_rle_on_random_boxes():
 def test_a_box_outside_the_image_is_refused(left, top):
     with pytest.raises(ValueError, match="a 2x2 mask at .* does not fit a 5x4 image"):
         box_mask_to_rle(np.ones((2, 2), np.uint8), left, top, 5, 4)
+
+
+@pytest.mark.parametrize("chunk_px", [1 << 20, 5], ids=["one-pass", "in-chunks"])
+def test_rle_pixels_reads_any_window_or_sampling_of_the_mask(monkeypatch, chunk_px):
+    monkeypatch.setattr(dataset_module, "RLE_SAMPLE_CHUNK_PX", chunk_px)
+    generator = np.random.default_rng(11)
+    for _ in range(100):
+        height, width = (int(v) for v in generator.integers(1, 30, 2))
+        mask = (generator.random((height, width)) < generator.random()).astype(np.uint8)
+        rle = mask_utils.encode(np.asfortranarray(mask))  # bytes counts, as pycocotools gives
+        rows = np.sort(generator.integers(0, height, int(generator.integers(0, 40))))
+        columns = np.sort(generator.integers(0, width, int(generator.integers(0, 40))))
+        expected = mask[np.ix_(rows, columns)]
+        assert (rle_pixels(rle, rows, columns) == expected).all()
+        assert (rle_pixels(mask_to_rle(mask), rows, columns) == expected).all()  # str counts

@@ -11,6 +11,8 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from cvat_kfp.components.common import dataset as dataset_module
+from cvat_kfp.components.common.dataset import mask_to_rle
 from cvat_kfp.components.common.report import ReportError
 from cvat_kfp.components.export_annotations.builder import DatasetBuilder
 from cvat_kfp.components.export_annotations.readers import coco, cvat_xml
@@ -195,43 +197,77 @@ def test_a_mask_given_by_its_box_is_the_whole_image_mask(tmp_path):
     assert first["segmentation"] == second["segmentation"] and second["bbox"] == [60, 30, 3, 2]
 
 
-def test_peak_memory_follows_the_files_not_the_declarations(tmp_path):
-    """All the hostile exports above, read and built in one fresh process: its peak RSS grows by
-    well under what one declared-size mask would take (a 20000x15000 uint8 mask is 300 MB)."""
-    cases = [
-        ("cvat_xml", _huge_image_cvat(tmp_path / "a")),
-        ("cvat_xml", _huge_mask_cvat(tmp_path / "b")),
-        ("coco", _coco_export(tmp_path / "c", (64, 64), (HUGE, HUGE), (HUGE, HUGE))),
-        ("coco", _coco_export(tmp_path / "d", (64, 64), None, (HUGE, HUGE))),
-    ]
-    child = textwrap.dedent(
-        """
-        import importlib, json, resource, sys
-        from cvat_kfp.components.common.report import ReportError
-        from cvat_kfp.components.export_annotations.builder import DatasetBuilder
-        cases = json.loads(sys.argv[1])
-        readers = {name: importlib.import_module(
-            "cvat_kfp.components.export_annotations.readers." + name) for name, _ in cases}
-        start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        codes = []
-        for index, (name, root) in enumerate(cases):
-            builder = DatasetBuilder()
-            readers[name].read(root, builder)
-            try:
-                builder.build(root + "-out", skip_bad_images=index % 2 == 1)
-            except ReportError:
-                pass
-            codes.append([e.code for e in builder.report.entries if e.action != "note"])
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        print(json.dumps({"growth_mb": (peak - start) / 1024, "codes": codes}))
-        """
-    )
+CHILD = textwrap.dedent(
+    """
+    import importlib, json, resource, sys
+    from cvat_kfp.components.common.report import ReportError
+    from cvat_kfp.components.export_annotations.builder import DatasetBuilder
+    cases = json.loads(sys.argv[1])
+    readers = {name: importlib.import_module(
+        "cvat_kfp.components.export_annotations.readers." + name) for name, _ in cases}
+    start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    codes = []
+    for index, (name, root) in enumerate(cases):
+        builder = DatasetBuilder()
+        readers[name].read(root, builder)
+        try:
+            builder.build(root + "-out", skip_bad_images=index % 2 == 1)
+        except ReportError:
+            pass
+        codes.append([e.code for e in builder.report.entries if e.action != "note"])
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"growth_mb": (peak - start) / 1024, "codes": codes}))
+    """
+)
+
+
+def _peak_growth(cases) -> dict:
+    """Read and build each (reader, export) in one fresh process: its peak RSS growth over its
+    RSS once everything is imported, and the codes each report holds."""
     result = subprocess.run(
-        [sys.executable, "-c", child, json.dumps([(name, str(root)) for name, root in cases])],
+        [sys.executable, "-c", CHILD, json.dumps([(name, str(root)) for name, root in cases])],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    measured = json.loads(result.stdout)
+    return json.loads(result.stdout)
+
+
+def test_peak_memory_follows_the_files_not_the_declarations(tmp_path):
+    """All the hostile exports above: the peak grows by well under what one declared-size mask
+    would take (a 20000x15000 uint8 mask is 300 MB)."""
+    measured = _peak_growth(
+        [
+            ("cvat_xml", _huge_image_cvat(tmp_path / "a")),
+            ("cvat_xml", _huge_mask_cvat(tmp_path / "b")),
+            ("coco", _coco_export(tmp_path / "c", (64, 64), (HUGE, HUGE), (HUGE, HUGE))),
+            ("coco", _coco_export(tmp_path / "d", (64, 64), None, (HUGE, HUGE))),
+        ]
+    )
     assert measured["growth_mb"] < PEAK_GROWTH_BOUND_MB
     assert measured["codes"] == [["size-mismatch"], ["mask-too-large"], ["size-mismatch"],
                                  ["size-mismatch"]]  # fmt: skip
+
+
+def test_a_rescaled_rle_is_resized_from_its_runs_not_decoded_at_the_declared_size(tmp_path):
+    """8192x6144 declared over a 1024x768 file: decoding the declared mask alone is 50 MB."""
+    export = _coco_export(tmp_path / "a", (1024, 768), (8192, 6144), (6144, 8192))
+    measured = _peak_growth([("coco", export)])
+    assert measured["codes"] == [["image-rescaled"]]
+    assert measured["growth_mb"] < 40
+
+
+@pytest.mark.parametrize("chunk_px", [1 << 20, 7], ids=["one-pass", "in-chunks"])
+def test_a_rescaled_rle_is_what_pil_nearest_makes_of_the_decoded_mask(tmp_path, monkeypatch,
+                                                                      chunk_px):  # fmt: skip
+    monkeypatch.setattr(dataset_module, "RLE_SAMPLE_CHUNK_PX", chunk_px)
+    generator = np.random.default_rng(5)
+    for declared, file_size in [((90, 60), (30, 20)), ((30, 20), (87, 58)), ((64, 64), (9, 9))]:
+        _png(tmp_path / "a.png", file_size)
+        builder = DatasetBuilder()
+        image = builder.add_image(tmp_path / "a.png", "a.png", width=declared[0],
+                                  height=declared[1])  # fmt: skip
+        mask = (generator.random(declared[::-1]) < 0.4).astype(np.uint8)
+        builder.add_mask(image, "cat", mask)
+        [annotation] = builder.build(tmp_path / "out").annotations
+        expected = np.array(Image.fromarray(mask * 255).resize(file_size, Image.NEAREST)) > 0
+        assert annotation["segmentation"] == mask_to_rle(expected)
