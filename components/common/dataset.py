@@ -372,6 +372,16 @@ def rle_pixels(rle: dict, rows, columns):
     return pixels
 
 
+def nearest_pixels(size: int, target: int):
+    """For each of `target` pixels, the one of `size` pixels that PIL's NEAREST resize takes:
+    sampling a mask at these rows and columns is resizing it, exactly as PIL would."""
+    import numpy as np
+    from PIL import Image
+
+    line = Image.fromarray(np.arange(size, dtype=np.int32).reshape(1, size))
+    return np.asarray(line.resize((target, 1), Image.NEAREST), dtype=np.int64)[0]
+
+
 def box_mask_to_rle(box, left: int, top: int, width: int, height: int) -> dict:
     """mask_to_rle of a width x height mask that is 0 outside `box` (a 0/1 [h, w] mask whose
     top-left pixel is at (left, top)), allocating the box's columns only, not the whole image."""

@@ -27,6 +27,7 @@ from ..common.dataset import (
     box_mask_to_rle,
     link_or_copy,
     mask_to_rle,
+    nearest_pixels,
     rle_pixels,
 )
 from ..common.image_file import ORIENTATION_TAG, ImageFileError, ImageProbe, probe_image
@@ -131,10 +132,12 @@ class DatasetBuilder:
         return record["width"], record["height"]
 
     def drawable_size(self, image_id: int) -> tuple[int, int] | None:
-        """The (width, height) to draw this image's masks at: its declared size (the file's when
-        none is declared) once the file's header agrees with it. None when the build will refuse
-        or skip the image (no file, unreadable, or sized unlike its file, which `build` reports):
-        then draw nothing, and call `count_undrawn`. Reads the header only, once."""
+        """The (width, height) to draw this image's masks at, for `add_mask(left=, top=)`: the
+        file's, once its header agrees with the declared size (equal, or a copy resized within
+        MAX_DOWNSCALE: then draw the declared shapes resized, as `nearest_pixels` maps them).
+        None when the build will refuse or skip the image (no file, unreadable, or sized unlike
+        its file, which `build` reports): then draw nothing, and call `count_undrawn`. Reads
+        the header only, once."""
         pending = self._images[image_id]
         if pending.header is None:
             try:
@@ -144,8 +147,8 @@ class DatasetBuilder:
         declared = (pending.record["width"], pending.record["height"])
         if None in declared:
             return pending.header.displayed_size
-        fit, _ = _fit(declared, pending.header)
-        return declared if fit else None
+        target, _ = _fit(declared, pending.header)
+        return target
 
     def count_undrawn(self, image_id: int) -> None:
         """An annotation left undrawn because `drawable_size` said None: counted when the build
@@ -182,15 +185,15 @@ class DatasetBuilder:
     def add_mask(self, image_id: int, label: str, mask: np.ndarray, *, left: int | None = None,
                  top: int | None = None, **kwargs) -> int:  # fmt: skip
         """A binary full-image mask (height x width, 0/1); or, given `left` and `top`, the mask of
-        a box of the image with its top-left pixel there: then only the box's columns are
-        allocated, never the whole image."""
+        a box of the image drawn at its `drawable_size`, with its top-left pixel there: then only
+        the box's columns are allocated, never the whole image."""
         if left is None and top is None:
             rle = mask_to_rle(mask)
         else:
-            width, height = self.image_size(image_id)
-            if width is None or height is None:
-                raise ValueError("a mask of part of an image needs the image's declared size")
-            rle = box_mask_to_rle(mask, left or 0, top or 0, width, height)
+            size = self.drawable_size(image_id)
+            if size is None:
+                raise ValueError("no mask can be drawn on this image: see drawable_size")
+            rle = box_mask_to_rle(mask, left or 0, top or 0, *size)
         return self._add(image_id, label, None, rle, None, **kwargs)
 
     def _add(self, image_id, label, bbox, segmentation, area, *, iscrowd: int = 0,
@@ -367,7 +370,8 @@ def _rescale(annotation: dict, declared, target) -> None:
     annotation["bbox"] = [round(x * sx, 3), round(y * sy, 3), round(w * sx, 3), round(h * sy, 3)]
     segmentation = annotation["segmentation"]
     if isinstance(segmentation, dict):
-        rle = _resized_rle(segmentation, target)
+        already = segmentation["size"] == [target[1], target[0]]  # drawn at the file's size
+        rle = segmentation if already else _resized_rle(segmentation, target)
         annotation["segmentation"] = rle
         annotation["bbox"] = [round(float(v), 3) for v in mask_utils.toBbox(_encoded_rle(rle))]
         annotation["area"] = float(mask_utils.area(_encoded_rle(rle)))
@@ -384,14 +388,8 @@ def _resized_rle(rle: dict, target) -> dict:
     NEAREST resize of the decoded mask, but read from the runs: nothing of the declared size is
     allocated, only the target (the file's size)."""
     height, width = rle["size"]
-    rows, columns = _nearest_pixels(height, target[1]), _nearest_pixels(width, target[0])
+    rows, columns = nearest_pixels(height, target[1]), nearest_pixels(width, target[0])
     return mask_to_rle(rle_pixels(rle, rows, columns))
-
-
-def _nearest_pixels(declared: int, target: int) -> np.ndarray:
-    """For each of `target` pixels, the one of `declared` that PIL's NEAREST resize takes."""
-    line = Image.fromarray(np.arange(declared, dtype=np.int32).reshape(1, declared))
-    return np.asarray(line.resize((target, 1), Image.NEAREST), dtype=np.int64)[0]
 
 
 def _polygon_area(polygons) -> float:

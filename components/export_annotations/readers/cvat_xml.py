@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from ...common.dataset import rle_pixels
+from ...common.dataset import nearest_pixels, rle_pixels
 from ..builder import DatasetBuilder
 
 FORMATS = ("CVAT for images 1.1", "CVAT for video 1.1")
@@ -708,19 +708,20 @@ def _add_instance(ctx, image_id, label, members, attributes, size) -> None:
 
 
 def _instance_mask(ctx: _Context, image_id: int, members: list[_Shape], size):
-    """The union of the masks and polygons of one instance, drawn within its own box clipped to
-    the image: (box mask, left, top). Nothing is drawn on an image its file rules out, nor from
-    a mask box larger than the whole image."""
+    """The union of the masks and polygons of one instance, drawn at the file's size within the
+    instance's own box clipped to the image: (box mask, left, top), for `add_mask`. Masks and
+    polygons are read from their runs, never decoded whole; nothing is drawn on an image its
+    file rules out, nor from a mask box larger than the whole image."""
     width, height = size
     location = members[0].location
     if width is None or height is None:
         ctx.report.skipped("mask-no-image-size", "the image size is unknown", location)
         return None
-    if ctx.builder.drawable_size(image_id) is None:  # the build refuses or skips it, saying why
+    drawable = ctx.builder.drawable_size(image_id)
+    if drawable is None:  # the build refuses or skips the image, saying why
         ctx.builder.count_undrawn(image_id)
         return None
     masks = [s.data for s in members if s.kind == "mask"]
-    polygons = [s.data for s in members if s.kind == "polygon"]
     for _, _, _, mask_width, mask_height in masks:
         if mask_width * mask_height > width * height:
             ctx.report.refused(
@@ -731,43 +732,73 @@ def _instance_mask(ctx: _Context, image_id: int, members: list[_Shape], size):
                 location,
             )
             return None
-    x0, y0, x1, y1 = _extent(masks, polygons, width, height)
-    if x1 <= x0 or y1 <= y0:
-        ctx.report.skipped("mask-empty", "the mask lies outside the image", location)
-        return None
-    box = np.zeros((y1 - y0, x1 - x0), dtype=np.uint8)
-    drawn = 0
-    for runs, left, top, mask_width, mask_height in masks:
-        drawn += sum(runs[1::2])
-        a, b = max(left, x0), max(top, y0)
-        c, d = min(left + mask_width, x1), min(top + mask_height, y1)
-        if c > a and d > b:
-            ones = np.arange(len(runs), dtype=np.uint8) % 2
-            tight = np.repeat(ones, runs).reshape(mask_height, mask_width)
-            box[b - y0 : d - y0, a - x0 : c - x0] |= tight[b - top : d - top, a - left : c - left]
-    for polygon in polygons:  # its RLE on the whole image (runs only), read within the box
-        rle = mask_utils.merge(mask_utils.frPyObjects([polygon], height, width))
-        box |= rle_pixels(rle, np.arange(y0, y1), np.arange(x0, x1))
-    kept = int(box.sum())
-    if not kept:
+    polygons = [  # each one's RLE on the whole image: runs only
+        mask_utils.merge(mask_utils.frPyObjects([s.data], height, width))
+        for s in members
+        if s.kind == "polygon"
+    ]
+    drawn = sum(sum(runs[1::2]) for runs, *_ in masks)
+    kept = sum(_ones_inside(mask, width, height) for mask in masks)
+    if not kept and not sum(int(mask_utils.area(rle)) for rle in polygons):
         ctx.report.skipped("mask-empty", "the mask lies outside the image", location)
         return None
     if all(s.kind == "mask" for s in members) and kept < drawn:
         ctx.report.fixed(
             "mask-clipped", f"{drawn - kept} mask pixel(s) outside the image cut off", location
         )
-    return box, x0, y0
+    # The file's pixels (all of them, unless the file is a resized copy) and the image pixel
+    # each shows; the box is those whose pixel lies in the instance's extent.
+    rows, columns = nearest_pixels(height, drawable[1]), nearest_pixels(width, drawable[0])
+    x0, y0, x1, y1 = _extent(members, width, height)
+    top, bottom = np.searchsorted(rows, [y0, y1])
+    left, right = np.searchsorted(columns, [x0, x1])
+    rows, columns = rows[top:bottom], columns[left:right]
+    box = np.zeros((len(rows), len(columns)), dtype=np.uint8)
+    for runs, mask_left, mask_top, mask_width, mask_height in masks:
+        # CVAT's runs go row by row over the mask's box: a COCO RLE of the box turned over.
+        turned = {"size": [mask_width, mask_height], "counts": runs}
+        inside_rows = (rows >= mask_top) & (rows < mask_top + mask_height)
+        inside_columns = (columns >= mask_left) & (columns < mask_left + mask_width)
+        pixels = rle_pixels(
+            turned, columns[inside_columns] - mask_left, rows[inside_rows] - mask_top
+        )
+        box[np.ix_(inside_rows, inside_columns)] |= pixels.T
+    for rle in polygons:
+        box |= rle_pixels(rle, rows, columns)
+    return box, int(left), int(top)
 
 
-def _extent(masks, polygons, width, height) -> tuple[int, int, int, int]:
-    """(x0, y0, x1, y1): the pixels the masks and polygons may cover, within the image."""
+def _ones_inside(mask, width: int, height: int) -> int:
+    """How many set pixels of a CVAT mask ((runs, left, top, width, height)) lie in the image,
+    counted from its runs."""
+    runs, left, top, mask_width, mask_height = mask
+    a, c = max(0, -left), min(mask_width, width - left)  # the image's columns, in the box
+    b, d = max(0, -top), min(mask_height, height - top)
+    if c <= a or d <= b:
+        return 0
+    ends = np.cumsum(np.asarray(runs, dtype=np.int64))
+    starts = ends - np.asarray(runs, dtype=np.int64)
+
+    def before(flat):  # the image pixels of the box that come before these box positions
+        row = flat // mask_width
+        column = flat - row * mask_width
+        partial = np.where((row >= b) & (row < d), np.clip(column - a, 0, c - a), 0)
+        return (np.clip(row, b, d) - b) * (c - a) + partial
+
+    return int((before(ends[1::2]) - before(starts[1::2])).sum())
+
+
+def _extent(members: list[_Shape], width, height) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1): the image pixels the masks and polygons may cover."""
     xs, ys = [], []
-    for _, left, top, mask_width, mask_height in masks:
-        xs += [left, left + mask_width]
-        ys += [top, top + mask_height]
-    for polygon in polygons:
-        xs += [math.floor(min(polygon[0::2])), math.ceil(max(polygon[0::2])) + 1]
-        ys += [math.floor(min(polygon[1::2])), math.ceil(max(polygon[1::2])) + 1]
+    for shape in members:
+        if shape.kind == "mask":
+            _, left, top, mask_width, mask_height = shape.data
+            xs += [left, left + mask_width]
+            ys += [top, top + mask_height]
+        elif shape.kind == "polygon":
+            xs += [math.floor(min(shape.data[0::2])), math.ceil(max(shape.data[0::2])) + 1]
+            ys += [math.floor(min(shape.data[1::2])), math.ceil(max(shape.data[1::2])) + 1]
     return max(min(xs), 0), max(min(ys), 0), min(max(xs), width), min(max(ys), height)
 
 

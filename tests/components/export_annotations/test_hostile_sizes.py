@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -167,6 +168,83 @@ def test_a_group_is_drawn_in_its_own_box_as_on_the_whole_image(tmp_path):
     assert (drawn == expected).all() and annotation["area"] == expected.sum()
 
 
+def _cvat_runs(bits) -> list[int]:
+    """CVAT's mask RLE of these pixels (row by row): run lengths, starting with a run of 0s."""
+    runs, current, count = [], False, 0
+    for bit in bits:
+        if bit == current:
+            count += 1
+        else:
+            runs.append(count)
+            current, count = bit, 1
+    return runs + [count]
+
+
+def _old_way(declared, file_size, masks, polygons):
+    """What the reader made before it drew within boxes: every shape on a declared-size canvas,
+    then the whole canvas resized to the file by PIL."""
+    width, height = declared
+    canvas = np.zeros((height, width), np.uint8)
+    for runs, left, top, mask_width, mask_height in masks:
+        tight = np.repeat(np.arange(len(runs)) % 2, runs).reshape(mask_height, mask_width)
+        x0, y0 = max(left, 0), max(top, 0)
+        x1, y1 = min(left + mask_width, width), min(top + mask_height, height)
+        if x1 > x0 and y1 > y0:
+            canvas[y0:y1, x0:x1] |= tight[y0 - top : y1 - top, x0 - left : x1 - left].astype(bool)
+    for polygon in polygons:
+        canvas |= mask_utils.decode(mask_utils.frPyObjects([polygon], height, width)[0])
+    if declared != file_size:
+        canvas = np.array(Image.fromarray(canvas * 255).resize(file_size, Image.NEAREST)) > 0
+    return mask_to_rle(canvas)
+
+
+def test_instances_drawn_from_their_runs_match_the_whole_canvas_way(tmp_path):
+    """Random groups of masks (some past the border) and polygons, on images the same size as
+    their files or 2 to 8 times larger: the same pixels as drawing on a declared-size canvas."""
+    generator = np.random.default_rng(13)
+    root, images, expected = tmp_path / "export", [], []
+    for index in range(40):
+        file_size = tuple(int(v) for v in generator.integers(6, 40, 2))
+        scale = int(generator.choice([1, 1, 2, 3, 8]))
+        declared = (file_size[0] * scale, file_size[1] * scale)
+        _png(root / "images" / f"{index}.png", file_size)
+        masks, polygons, shapes = [], [], ""
+        for _ in range(int(generator.integers(1, 4))):
+            mask_width = int(generator.integers(1, min(12 * scale, declared[0]) + 1))
+            mask_height = int(generator.integers(1, min(12 * scale, declared[1]) + 1))
+            left = int(generator.integers(-mask_width + 1, declared[0]))
+            top = int(generator.integers(-mask_height + 1, declared[1]))
+            runs = _cvat_runs(generator.random(mask_width * mask_height) < 0.6)
+            masks.append((runs, left, top, mask_width, mask_height))
+            shapes += (
+                f'<mask label="cat" rle="{", ".join(map(str, runs))}" left="{left}" top="{top}" '
+                f'width="{mask_width}" height="{mask_height}" group_id="1"/>'
+            )
+        if generator.random() < 0.5:
+            points = generator.random(8) * np.array(declared * 4) * 1.2 - 3
+            polygons.append([round(float(v), 2) for v in points])
+            text = ";".join(f"{x},{y}" for x, y in zip(polygons[0][0::2], polygons[0][1::2]))
+            shapes += f'<polygon label="cat" points="{text}" group_id="1"/>'
+        images.append(f'<image id="{index}" name="{index}.png" width="{declared[0]}" '
+                      f'height="{declared[1]}">{shapes}</image>')  # fmt: skip
+        expected.append(_old_way(declared, file_size, masks, polygons))
+    (root / "annotations.xml").write_text(
+        '<?xml version="1.0" encoding="utf-8"?>\n<annotations><version>1.1</version><meta><task>'
+        "<id>1</id><mode>annotation</mode><labels><label><name>cat</name><type>any</type>"
+        f"</label></labels></task></meta>{''.join(images)}</annotations>",
+        encoding="utf-8",
+    )
+    builder = DatasetBuilder()
+    cvat_xml.read(root, builder)
+    dataset = builder.build(tmp_path / "out")
+    drawn = {a["image_id"]: a["segmentation"] for a in dataset.annotations}
+    codes = Counter(e.code for e in builder.report.entries)
+    assert len(drawn) == 40 and codes["image-rescaled"] == 23 and codes["mask-clipped"] == 21
+    for index, rle in enumerate(expected):
+        empty = rle == mask_to_rle(np.zeros(rle["size"], np.uint8))
+        assert drawn.get(index + 1, rle if empty else None) == rle, index
+
+
 def test_drawable_size_is_decided_by_the_file_header(tmp_path):
     path = tmp_path / "a.png"
     _png(path, (64, 48))
@@ -180,7 +258,7 @@ def test_drawable_size_is_decided_by_the_file_header(tmp_path):
         builder.add_image(tmp_path / "gone.png", "missing.png", width=64, height=48),
     ]
     sizes = [builder.drawable_size(image) for image in images]
-    assert sizes == [(64, 48), (256, 192), (64, 48), None, None, None]
+    assert sizes == [(64, 48), (64, 48), (64, 48), None, None, None]  # masks go at the file's size
 
 
 def test_a_mask_given_by_its_box_is_the_whole_image_mask(tmp_path):
@@ -248,11 +326,15 @@ def test_peak_memory_follows_the_files_not_the_declarations(tmp_path):
                                  ["size-mismatch"]]  # fmt: skip
 
 
-def test_a_rescaled_rle_is_resized_from_its_runs_not_decoded_at_the_declared_size(tmp_path):
-    """8192x6144 declared over a 1024x768 file: decoding the declared mask alone is 50 MB."""
-    export = _coco_export(tmp_path / "a", (1024, 768), (8192, 6144), (6144, 8192))
-    measured = _peak_growth([("coco", export)])
-    assert measured["codes"] == [["image-rescaled"]]
+def test_rescaled_masks_cost_the_files_size_not_the_declared_one(tmp_path):
+    """A whole-image CVAT mask and COCO RLE declared 8192x6144 over a 1024x768 file (8 times
+    smaller: a resized copy, accepted): one declared-size mask alone is 50 MB."""
+    file_size, declared = (1024, 768), (8192, 6144)
+    whole = (0, 0, *declared)
+    cvat = _cvat_export(tmp_path / "a", file_size, declared, whole, f"0,{8192 * 6144}")
+    coco_export = _coco_export(tmp_path / "b", file_size, declared, declared[::-1])
+    measured = _peak_growth([("cvat_xml", cvat), ("coco", coco_export)])
+    assert measured["codes"] == [["image-rescaled"], ["image-rescaled"]]
     assert measured["growth_mb"] < 40
 
 
