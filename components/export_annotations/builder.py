@@ -6,9 +6,10 @@ then checks every image against the file on disk (the file is the truth), rescal
 of resized images, and writes the Dataset directory. Everything fixed, skipped or refused goes
 to the report with its source location.
 
-Memory follows the files, not what an export declares: a reader asks `drawable_size` (the file's
-header against the declared size) before it draws a mask, masks are drawn within their own box,
-and a declared size far beyond its file is a size mismatch, never an allocation.
+Memory follows the files, not the sizes an export declares: a reader asks `drawable_size` (the
+file's header against the declared size) before it draws a mask, and draws it at the file's size
+within its own box; a rescaled RLE is resized from its runs; a declared size far beyond its file
+is a size mismatch.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ from ..common.report import Report
 STAGE = "export-annotations"
 # A resized image keeps its aspect ratio up to rounding: this many pixels on the scaled side.
 ASPECT_TOLERANCE_PX = 1.0
-# An image may be annotated this many times wider and higher than its file (a downscaled copy);
-# beyond that the annotation is not of this file, and nothing is allocated at its size.
+# An image may be annotated this many times wider and higher than its file (a downscaled copy:
+# CVAT tasks annotated at 4096x2304 are exported over 512x288 files); beyond, it is a mismatch.
 MAX_DOWNSCALE = 8
 
 

@@ -746,8 +746,8 @@ def _instance_mask(ctx: _Context, image_id: int, members: list[_Shape], size):
         ctx.report.fixed(
             "mask-clipped", f"{drawn - kept} mask pixel(s) outside the image cut off", location
         )
-    # The file's pixels (all of them, unless the file is a resized copy) and the image pixel
-    # each shows; the box is those whose pixel lies in the instance's extent.
+    # For each row and column of the file, the declared image's row and column it shows (the
+    # same one unless the file is a resized copy); the box holds those within the extent.
     rows, columns = nearest_pixels(height, drawable[1]), nearest_pixels(width, drawable[0])
     x0, y0, x1, y1 = _extent(members, width, height)
     top, bottom = np.searchsorted(rows, [y0, y1])
