@@ -83,7 +83,7 @@ CASES = {
         lambda root: _coco_export(root, (64, 48), (64, 48), (HUGE, HUGE)),
     ),
     # Accepted: a file 8 times smaller per side is a resized copy (real CVAT exports have them);
-    # its masks are still decoded at the declared size, so memory is up to 64x the file's pixels.
+    # its masks are drawn at the file's size from their runs, never at the declared one.
     "cvat-full-mask-5120x3840-over-640x480": (
         "cvat_xml",
         lambda root: _cvat_export(root, (640, 480), (5120, 3840), (0, 0, 5120, 3840), "0,19660800"),
