@@ -1,5 +1,6 @@
 """Exports that declare images or masks far larger than their files: refused by name before
-anything is allocated at the declared size, so memory follows the files, not the declarations."""
+anything is allocated at the declared size; masks of a resized copy are drawn at the file's size.
+Memory follows the files, not the declarations."""
 
 import json
 import subprocess
