@@ -118,6 +118,8 @@ def _webhook_serve(args) -> int:
             cvat_url=args.cvat_url or os.environ.get("CVAT_URL", ""),
             kfp_host=args.host,
             kfp_namespace=args.namespace,
+            retry_base_s=args.retry_delay,
+            retry_max_s=args.max_retry_delay,
         )
     except (RulesError, WebhookSetupError) as error:
         print(f"cvat-kfp webhook serve: {error}", file=sys.stderr)
@@ -172,6 +174,16 @@ def _add_webhook_commands(commands) -> None:
         "is read from $KFP_TOKEN",
     )
     serve_cmd.add_argument("--namespace", help="Kubernetes namespace (multi-user Kubeflow)")
+    serve_cmd.add_argument(
+        "--retry-delay",
+        type=float,
+        default=5.0,
+        help="seconds before retrying a failed submission or CVAT check, doubling each time "
+        "(default: %(default)s)",
+    )
+    serve_cmd.add_argument(
+        "--max-retry-delay", type=float, default=300.0, help="longest wait (default: %(default)s)"
+    )
     serve_cmd.set_defaults(handler=_webhook_serve)
     register_cmd = actions.add_parser(
         "register",

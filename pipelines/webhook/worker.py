@@ -117,13 +117,13 @@ class Worker:
             self.rules.reconcile_interval_s,
         )
         while not self._stop.is_set():
+            self._wake.clear()  # before the cycle: a notify during it wakes the next one
             try:
                 self.run_once()
             except Exception:  # keep serving: one bad cycle must not end the worker
                 log.exception("worker cycle failed; retrying in %g s", self.retry_base_s)
-                self._wake.wait(self.retry_base_s)
+                self._stop.wait(self.retry_base_s)
             self._wake.wait(self._sleep_s())
-            self._wake.clear()
 
     def _sleep_s(self) -> float:
         now = time.time()
