@@ -524,8 +524,7 @@ class CvatMockServer:
             "project_id": webhook["project_id"],
             "organization": None,
             "events": webhook["events"],
-            "last_status": 0,
-            "last_delivery_date": None,
+            # last_status and last_delivery_date: absent until the first delivery
         }
 
     # --- JSON as CVAT writes it
