@@ -27,6 +27,7 @@ from cvat_kfp.pipelines.webhook.rules import NEXT_UNANNOTATED, Rule, Rules
 from cvat_kfp.pipelines.webhook.store import Record, Store
 
 log = logging.getLogger("cvat_kfp.webhook")
+MAX_CHECK_ATTEMPTS = 8  # CVAT checks of one task; submissions are retried without end
 
 
 @dataclass(frozen=True)
@@ -176,6 +177,16 @@ class Worker:
 
     def _retry_check(self, task_id: int, error: str) -> None:
         attempts = self._check_attempts.get(task_id, 0) + 1
+        if attempts > MAX_CHECK_ATTEMPTS:  # e.g. the task was deleted
+            self._check_attempts.pop(task_id, None)
+            log.warning(
+                "task %d: cannot check it in CVAT (%s); gave up after %d attempts, the "
+                "periodic reconciliation will look at its project again",
+                task_id,
+                error,
+                MAX_CHECK_ATTEMPTS,
+            )
+            return
         self._check_attempts[task_id] = attempts
         delay = min(self.retry_base_s * 2 ** (attempts - 1), self.retry_max_s)
         self._check_retry_at[task_id] = time.time() + delay

@@ -139,6 +139,11 @@ def test_bad_deliveries_get_4xx_and_change_nothing(cvat, kfp, service):
     forged = svc.deliver(body=tampered, signature=cvat_signature(svc.secret, body))
     assert forged.status_code == 403
     assert svc.deliver(body=b"A" * (1024 * 1024 + 1)).status_code == 413
+    chunked = requests.post(  # no Content-Length: the cap holds while the body is read
+        f"{svc.url}/webhook", data=iter([b"A" * 65536] * 17), timeout=10,
+        headers={"X-Signature-256": "sha256=00", "Content-Type": "application/json"},
+    )  # fmt: skip
+    assert chunked.status_code == 413
     assert svc.deliver(body=b'{"event": "update:job", "job": ').status_code == 400
     assert svc.deliver({"job": {"task_id": 12}}).status_code == 400
     assert svc.deliver({"event": "update:job", "job": {"id": 5}}).status_code == 400
@@ -282,3 +287,14 @@ rules:
     parameters = run["runtime_config"]["parameters"]
     assert parameters == {"cvat_url": cvat.url, "project_ids": "7", "preannotate_task_id": "14"}
     assert run["display_name"].startswith("maskrcnn_training for CVAT project 7, annotations of")
+
+
+def test_cvat_failing_during_the_check_delays_the_run_and_loses_nothing(cvat, kfp, service):
+    svc = service().start()
+    svc.wait_for_log("not training yet (reconciliation)")
+    _complete(cvat, 1201, 1202)
+    cvat.fail("GET", "/api/tasks/12", 503, 503, 503, 503)  # more than one session's retries
+    assert svc.deliver(job_event(cvat, 1202)).status_code == 202
+    svc.wait_for_log("task 12: cannot check it in CVAT (could not read task 12")
+    wait_for(lambda: kfp.state.runs, f"the run once CVAT answers; log:\n{svc.log()}")
+    assert len(kfp.state.runs) == 1
