@@ -233,4 +233,32 @@ def _parse_rule(entry: Any, where: str, default_experiment: str) -> Rule:
         checked = parameters.check_arguments(pipeline, arguments)
     except parameters.ParameterError as error:
         raise RulesError(f"{where}: {error}") from None
+    _check_training(pipeline, checked, where)
     return Rule(project_id, task_id, scope, when, pipeline, experiment, preannotate, checked)
+
+
+def _check_training(pipeline: str, arguments: dict[str, Any], where: str) -> None:
+    """The preset fits the pipeline and the hyperparameters fit the preset, as training will
+    check them: better refused at start than failing hours later in the training pod."""
+    from cvat_kfp.components.training.hyperparameters import (
+        HyperparameterError,
+        parse_hyperparameters,
+    )
+    from cvat_kfp.components.training.presets import get_preset
+
+    defaults = parameters.pipeline_parameters(pipeline)
+    preset_name = arguments.get("preset", defaults["preset"].default)
+    try:
+        preset = get_preset(preset_name)
+    except Exception as error:  # PresetError: lists the presets
+        raise RulesError(f"{where}: {error}") from None
+    if preset.include_mask != (pipeline == "maskrcnn_training"):
+        kind = "a Mask R-CNN" if preset.include_mask else "a box detector"
+        raise RulesError(
+            f"{where}: preset {preset_name!r} is {kind}, not for {pipeline}; "
+            f"{pipeline}'s presets: {defaults['preset'].description}"
+        )
+    try:
+        parse_hyperparameters(arguments.get("hyperparameters") or None, preset)
+    except HyperparameterError as error:
+        raise RulesError(f"{where}: {error}") from None

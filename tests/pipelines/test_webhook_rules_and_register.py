@@ -78,6 +78,13 @@ rules:
         ("{project: 7, pipeline: tfod_training, parameters: {task_ids: '1'}}",
          "task_ids are set by the service"),
         ("{project: -1, pipeline: tfod_training}", "`project` must be a CVAT project id"),
+        ("{project: 7, pipeline: tfod_training, preset: maskrcnn}",
+         "preset 'maskrcnn' is a Mask R-CNN, not for tfod_training"),
+        ("{project: 7, pipeline: tfod_training, preset: yolo}", "unknown model preset 'yolo'"),
+        ("{project: 7, pipeline: maskrcnn_training, hyperparameters: {num_stepz: 5}}",
+         "unknown hyperparameter 'num_stepz' (did you mean 'num_steps'?)"),
+        ("{project: 7, pipeline: tfod_training, hyperparameters: {batch_size: 0}}",
+         "batch_size must be"),
     ],
 )  # fmt: skip
 def test_a_bad_rule_names_the_rule_and_what_to_fix(tmp_path, rule, message):
