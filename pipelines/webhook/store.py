@@ -9,6 +9,7 @@ id), `skipped` (complete but nothing to train on: the reason says why).
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -57,8 +58,6 @@ class Record:
     updated_at: float
 
     def as_json(self) -> dict[str, Any]:
-        import json
-
         document = {name: getattr(self, name) for name in self.__dataclass_fields__}
         document["arguments"] = json.loads(self.arguments)
         return document
