@@ -2,6 +2,7 @@
 strict: an unknown field fails), and wired together: the probes, Secrets, volumes and Service
 point at what exists, the pod runs as non-root with resources set, the rules file loads."""
 
+import configparser
 import socket
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from cvat_kfp.components.common.component_image import IMAGE_REPOSITORY
 from cvat_kfp.pipelines.webhook.rules import load_rules
 
 KUBERNETES_VERSION = "1.30.0"
@@ -61,6 +63,11 @@ def test_the_pieces_fit_together():
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
 
+    setup = configparser.ConfigParser()
+    setup.read(DEPLOY.parents[1] / "setup.cfg")
+    # the component image of this version: it holds the suite with starlette and uvicorn
+    assert container["image"] == f"{IMAGE_REPOSITORY}:{setup['metadata']['version']}"
+    assert container["command"] == ["cvat-kfp", "webhook", "serve"]
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"]
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert {"cpu", "memory"} <= set(container["resources"]["requests"])
