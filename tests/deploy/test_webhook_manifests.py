@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from cvat_kfp.components.common.component_image import IMAGE_REPOSITORY
+from cvat_kfp.pipelines.cli import build_parser
 from cvat_kfp.pipelines.webhook.rules import load_rules
 
 KUBERNETES_VERSION = "1.30.0"
@@ -68,6 +69,8 @@ def test_the_pieces_fit_together():
     # the component image of this version: it holds the suite with starlette and uvicorn
     assert container["image"] == f"{IMAGE_REPOSITORY}:{setup['metadata']['version']}"
     assert container["command"] == ["cvat-kfp", "webhook", "serve"]
+    parsed = build_parser().parse_args(container["command"][1:] + container["args"])
+    assert (parsed.port, parsed.listen) == (8080, "0.0.0.0")
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"]
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert {"cpu", "memory"} <= set(container["resources"]["requests"])
