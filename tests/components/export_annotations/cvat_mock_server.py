@@ -1,6 +1,6 @@
 """A local stand-in for a CVAT server: the REST endpoints cvat-sdk calls to export datasets, to
-read a task's labels, data meta and frames, and to read, replace, extend and delete its
-annotations.
+read a task's labels, data meta and frames, to read, replace, extend and delete its annotations,
+and to create a task and upload its images.
 
 Its JSON carries the fields a CVAT 2.x server sends, so cvat-sdk's strict response models check
 the shapes. Tests register projects, tasks (with labels and frames), jobs and the archive each
@@ -10,6 +10,8 @@ annotations each task holds.
 
 from __future__ import annotations
 
+import email.parser
+import email.policy
 import io
 import json
 import re
@@ -66,9 +68,10 @@ class ExportRequest:
     rq_id: str
     target: str  # "task", "project" or "job"
     target_id: int
-    format: str
+    format: str | None
     polls: int = 0
     status: str = "queued"
+    type: str = "export:dataset"  # or "create:task": a task's data being processed
 
 
 @dataclass
@@ -268,9 +271,82 @@ class CvatMockServer:
         ids = [
             task_id
             for task_id, task in sorted(self.tasks.items())
-            if "project_id" not in query or str(task["project_id"]) == query["project_id"]
+            if ("project_id" not in query or str(task["project_id"]) == query["project_id"])
+            # CVAT's `name` filter is a simple equality filter
+            and ("name" not in query or self._task_name(task_id) == query["name"])
         ]
         return self._page("/api/tasks", query, [self._task_json(i) for i in ids])
+
+    def create_task(self, query, body):
+        """POST /api/tasks (TaskWriteSerializer): a task without data, its labels or project's."""
+        data = json.loads(body or b"{}")
+        if not str(data.get("name", "")).strip():
+            return 400, {"name": ["This field may not be blank."]}
+        project_id, labels = data.get("project_id"), data.get("labels") or []
+        if project_id is not None and project_id not in self.projects:
+            return 400, {"project_id": [f'Invalid pk "{project_id}" - object does not exist.']}
+        if project_id is not None and labels:
+            return 400, {"labels": ["Tasks inside a project use the project's labels"]}
+        if project_id is None and not labels:
+            return 400, {"label_set": ["Label set or project_id must be present"]}
+        bad = [lb for lb in labels if lb.get("type", "any") not in LABEL_TYPES]
+        if bad:
+            return 400, {"labels": [{"type": [f'"{bad[0]["type"]}" is not a valid choice.']}]}
+        task_id = max(self.tasks, default=0) + 1
+        self.tasks[task_id] = {
+            "project_id": project_id,
+            "size": 0,
+            "overlap": 0,
+            "deleted_frames": [],
+            "video": "",
+            "name": data["name"],
+            "has_data": False,
+        }
+        for label in labels:
+            self.add_label(task_id, label["name"], label.get("type", "any"))
+        self.frames[task_id] = []
+        self.annotations[task_id] = {"version": 0, "tags": [], "shapes": [], "tracks": []}
+        return 201, self._task_json(task_id)
+
+    def upload_data(self, query, body, headers, task_id):
+        """POST /api/tasks/<id>/data/ as CVAT's UploadMixin answers it: Upload-Start (202),
+        Upload-Multiple with client_files (200, files appended), Upload-Finish (202, rq_id of the
+        task's creation, which the request status then reports)."""
+        task_id = int(task_id)
+        if task_id not in self.tasks:
+            return 404, {"detail": "Not found."}
+        task = self.tasks[task_id]
+        if task["size"]:
+            return 400, "Adding more data is not supported"
+        uploads = task.setdefault("uploads", [])
+        if "Upload-Finish" in headers:
+            fields = json.loads(body or b"{}")
+            files = sorted(uploads, key=lambda f: f.name)  # sorting_method: lexicographical
+            if fields.get("sorting_method") == "predefined" and fields.get("upload_file_order"):
+                order = fields["upload_file_order"]
+                files = sorted(uploads, key=lambda f: order.index(f.name))
+            if not files:
+                return 400, {"detail": "No media data found"}
+            self.frames[task_id] = files
+            task.update(size=len(files), has_data=True, uploads=[])
+            task["image_quality"] = int(fields.get("image_quality", 70))
+            self.add_job(task_id * 100 + 1, task_id, "new")
+            rq_id = f"action=create&target=task&target_id={task_id}"
+            self.exports[rq_id] = ExportRequest(rq_id, "task", task_id, None, type="create:task")
+            return 202, {"rq_id": rq_id}
+        if "Upload-Start" in headers:
+            return 202, None
+        if "Upload-Multiple" in headers:
+            message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+                f"Content-Type: {headers.get('Content-Type', '')}\r\n\r\n".encode() + body
+            )
+            for part in message.iter_parts():
+                if part.get_param("name", header="content-disposition").startswith("client_files"):
+                    # Django's UploadedFile keeps the base name of the path the client sends
+                    name = part.get_filename().replace("\\", "/").rsplit("/", 1)[-1]
+                    uploads.append(_frame(name, part.get_payload(decode=True)))
+            return 200, None
+        return 400, {"detail": "the stand-in takes Upload-Start, -Multiple and -Finish requests"}
 
     def list_jobs(self, query):
         def matches(job_id, job):
@@ -607,10 +683,10 @@ class CvatMockServer:
         task = self.tasks[task_id]
         jobs = [j for j in self.jobs.values() if j["task_id"] == task_id]
         project = self.projects.get(task["project_id"], {})
-        return {
+        json_task = {
             "url": f"{self.url}/api/tasks/{task_id}",
             "id": task_id,
-            "name": f"task {task_id}",
+            "name": self._task_name(task_id),
             "project_id": task["project_id"],
             "project_name": project.get("name"),
             "mode": "annotation",
@@ -645,6 +721,15 @@ class CvatMockServer:
             "assignee_updated_date": None,
             "validation_mode": None,
         }
+        if not task.get("has_data", True):
+            # A task created without data yet: CVAT's serializer skips the fields of its data
+            # (source="data.*", required=False), so they are absent, not null.
+            for name in DATA_FIELDS:
+                del json_task[name]
+        return json_task
+
+    def _task_name(self, task_id: int) -> str:
+        return self.tasks[task_id].get("name") or f"task {task_id}"
 
     def _job_json(self, job_id: int) -> dict:
         job = self.jobs[job_id]
@@ -689,7 +774,7 @@ class CvatMockServer:
     def _request_json(self, export: ExportRequest) -> dict:
         finished = export.status == "finished"
         result_url = None
-        if finished:
+        if finished and export.type.startswith("export"):
             download = f"/api/{export.target}s/{export.target_id}/dataset/download"
             result_url = f"{self.url}{download}?{urlencode({'rq_id': export.rq_id})}"
         return {
@@ -698,7 +783,7 @@ class CvatMockServer:
             "id": export.rq_id,
             "operation": {
                 "target": export.target,
-                "type": "export:dataset",
+                "type": export.type,
                 "project_id": export.target_id if export.target == "project" else None,
                 "task_id": export.target_id if export.target == "task" else None,
                 "job_id": export.target_id if export.target == "job" else None,
@@ -741,6 +826,8 @@ ROUTES = [  # (method, path pattern, endpoint, needs authentication)
     ("POST", r"/api/auth/login", "login", False),
     ("GET", r"/api/users/self", "user_self", True),
     ("GET", r"/api/tasks", "list_tasks", True),
+    ("POST", r"/api/tasks", "create_task", True),
+    ("POST", r"/api/tasks/(\d+)/data/?", "upload_data", True),
     ("GET", r"/api/jobs", "list_jobs", True),
     ("GET", r"/api/(task|project|job)s/(\d+)", "retrieve", True),
     ("POST", r"/api/(task|project|job)s/(\d+)/dataset/export", "export", True),
@@ -758,6 +845,11 @@ ROUTES = [  # (method, path pattern, endpoint, needs authentication)
     ("PATCH", r"/api/webhooks/(\d+)", "patch_webhook", True),
 ]
 WITH_BODY = ("login", "put_annotations", "patch_annotations", "create_webhook", "patch_webhook")
+WITH_BODY += ("create_task", "upload_data")
+WITH_HEADERS = ("upload_data",)
+# TaskReadSerializer's fields read from the task's data
+DATA_FIELDS = ("data", "data_chunk_size", "data_compressed_chunk_type", "data_original_chunk_type")
+DATA_FIELDS += ("image_quality", "media_type")
 # cvat/apps/webhooks/event_type.py: the events a project webhook may subscribe to (in part)
 WEBHOOK_EVENTS = ("create:job", "update:job", "delete:job", "create:task", "update:task")
 WEBHOOK_EVENTS += ("delete:task", "update:project", "create:issue", "update:issue")
@@ -813,6 +905,8 @@ class _Handler(BaseHTTPRequestHandler):
             if needs_auth and (error := mock.authentication_error(method, self.headers)):
                 return self._send(*error)
             arguments = (query, body) if endpoint in WITH_BODY else (query,)
+            if endpoint in WITH_HEADERS:
+                arguments += (dict(self.headers),)
             return self._send(*getattr(mock, endpoint)(*arguments, *match.groups()))
         self._send(404, {"detail": f"no route for {method} {path}"})
 
