@@ -1,5 +1,5 @@
 """maskrcnn-training: CVAT polygons/masks → TFRecords with masks → train-maskrcnn → evaluate →
-export (→ pre-annotate).
+export (→ pre-annotate, → select frames).
 
 The graph is shared with tfod-training and written once, in training.py; this module holds the
 pipeline's signature and docstring, which are what the Kubeflow UI shows.
@@ -50,6 +50,9 @@ def maskrcnn_training(
     preannotate_score_threshold: float = 0.5,
     preannotate_existing_annotations: str = "append",
     preannotate_mask_format: str = "polygon",
+    select_task_id: str = "",
+    select_top_n: int = 50,
+    select_create_task: bool = False,
 ):
     """Trains, evaluates and exports a Mask R-CNN (boxes and masks) on CVAT polygons and masks: export-annotations, split, TFRecords with masks, train-maskrcnn in Onepanel's stages, evaluate, export (and optionally pre-annotates a CVAT task).
 
@@ -91,5 +94,8 @@ def maskrcnn_training(
         preannotate_score_threshold: Lowest score of an uploaded prediction.
         preannotate_existing_annotations: The task's own annotations: "append" to them or "replace" them.
         preannotate_mask_format: Shape of the uploaded instances: "polygon" or "mask" (CVAT masks).
+        select_task_id: A CVAT task id (on cvat_url) whose unannotated frames the new model ranks for annotation (select-frames). Empty: skipped. Not the preannotate task: its frames would count as annotated.
+        select_top_n: How many frames select-frames picks.
+        select_create_task: Put the selected frames in a new CVAT task (found again, not duplicated, when a run is retried).
     """  # noqa: E501 (one line per description: the Kubeflow UI shows them as written)
     wire_training_pipeline(locals(), train_maskrcnn, include_masks=True)

@@ -1,4 +1,5 @@
-"""tfod-training: CVAT boxes → TFRecords → train-tfod → evaluate → export (→ pre-annotate).
+"""tfod-training: CVAT boxes → TFRecords → train-tfod → evaluate → export (→ pre-annotate,
+→ select frames).
 
 The graph is shared with maskrcnn-training and written once, in training.py; this module holds
 the pipeline's signature and docstring, which are what the Kubeflow UI shows.
@@ -48,6 +49,9 @@ def tfod_training(
     preannotate_task_id: str = "",
     preannotate_score_threshold: float = 0.5,
     preannotate_existing_annotations: str = "append",
+    select_task_id: str = "",
+    select_top_n: int = 50,
+    select_create_task: bool = False,
 ):
     """Trains, evaluates and exports an object detector (boxes) on CVAT annotations: export-annotations, split, TFRecords, train-tfod, evaluate, export (and optionally pre-annotates a CVAT task).
 
@@ -88,5 +92,8 @@ def tfod_training(
         preannotate_task_id: A CVAT task id (on cvat_url) to pre-annotate with the new model. Empty: skipped.
         preannotate_score_threshold: Lowest score of an uploaded prediction.
         preannotate_existing_annotations: The task's own annotations: "append" to them or "replace" them.
+        select_task_id: A CVAT task id (on cvat_url) whose unannotated frames the new model ranks for annotation (select-frames). Empty: skipped. Not the preannotate task: its frames would count as annotated.
+        select_top_n: How many frames select-frames picks.
+        select_create_task: Put the selected frames in a new CVAT task (found again, not duplicated, when a run is retried).
     """  # noqa: E501 (one line per description: the Kubeflow UI shows them as written)
     wire_training_pipeline(locals(), train_tfod, include_masks=False)

@@ -1,5 +1,5 @@
 """The wiring the two training pipelines share: CVAT annotations → TFRecords → train → evaluate →
-export (→ pre-annotate).
+export (→ pre-annotate, → select the frames to label next).
 
 The pipelines themselves are plain `@dsl.pipeline` functions a reader can find, each with its own
 signature and docstring (hence the Kubeflow UI's parameter descriptions, the CLI's checks and
@@ -15,7 +15,8 @@ Graph, as the Kubeflow UI draws it:
     checkpoint-location
     fine-tune-from-init-model   (init_model_uri set: importer → train → evaluate → export)
     train-from-preset           (otherwise:                    train → evaluate → export)
-        └ preannotate-cvat-task (preannotate_task_id set: preannotate)
+        ├ preannotate-cvat-task (preannotate_task_id set: preannotate)
+        └ select-frames-cvat-task (select_task_id set: select-frames)
 
 Why two branches instead of one training task with an optional input: an importer needs a URI,
 so "no parent model" cannot flow through one; and kfp.local (2.17) cannot merge artifacts of
@@ -32,6 +33,7 @@ from cvat_kfp.components.common.component_image import cpu_image
 from cvat_kfp.components.evaluate_model.component import evaluate_model
 from cvat_kfp.components.export_model.component import export_model
 from cvat_kfp.components.preannotate.component import preannotate
+from cvat_kfp.components.select_frames.component import select_frames
 from cvat_kfp.pipelines.dataset_preparation import CVAT_SECRET_KEYS, dataset_preparation
 
 # A preempted or crashed training pod is restarted this many times; with a checkpoint location it
@@ -148,6 +150,29 @@ def _train_evaluate_export(
         upload.set_caching_options(False)  # uploads to CVAT
         kubernetes.use_secret_as_env(
             upload,
+            secret_name=params["cvat_secret_name"],
+            secret_key_to_env=CVAT_SECRET_KEYS,
+            optional=True,
+        )
+    _select_frames(params, export)
+
+
+def _select_frames(params: dict, export: dsl.PipelineTask) -> None:
+    """The new model ranks a CVAT task's unannotated frames for the next round of annotation."""
+    with dsl.If(params["select_task_id"] != "", name="select-frames-cvat-task"):
+        select = select_frames(
+            model=export.outputs["exported_model"],
+            cvat_url=params["cvat_url"],
+            task_id=params["select_task_id"],
+            top_n=params["select_top_n"],
+            # the threshold pre-annotations are kept at: frames near it are where they go wrong
+            score_threshold=params["preannotate_score_threshold"],
+            create_task=params["select_create_task"],
+        )
+        select.set_display_name("select-frames")
+        select.set_caching_options(False)  # reads the task's annotations now; may create a task
+        kubernetes.use_secret_as_env(
+            select,
             secret_name=params["cvat_secret_name"],
             secret_key_to_env=CVAT_SECRET_KEYS,
             optional=True,

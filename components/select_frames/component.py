@@ -21,9 +21,10 @@ def select_frames(
     create_task: bool = False,
     project_id: str = "",
 ):
-    """Ranks a CVAT task's unannotated frames (or a folder's images) for annotation: the frames the
-    model is least sure about, near-duplicates spread out; optionally puts the top ones in a new
-    CVAT task.
+    """Ranks a CVAT task's unannotated frames (or a folder's images) to choose what to label next.
+
+    The frames the model is least sure about come first, near-duplicates spread out; optionally
+    the top ones are put in a new CVAT task.
 
     CVAT credentials come from the environment only (CVAT_ACCESS_TOKEN, or CVAT_USERNAME and
     CVAT_PASSWORD; optional CVAT_ORGANIZATION), mapped from a Kubernetes Secret in the pipelines.

@@ -243,6 +243,8 @@ class FrameUncertainty:
 
 def near_threshold(score: float, threshold: float) -> float:
     """1 at the threshold, falling linearly to 0 at scores 0 and 1."""
+    if threshold <= 0.0 or threshold >= 1.0:  # every score (0) or none (1) is kept
+        return 1.0 - abs(score - threshold)
     if score <= threshold:
         return score / threshold
     return (1.0 - score) / (1.0 - threshold)
@@ -289,6 +291,7 @@ def frame_uncertainty(detections, thresholds: Mapping[str, float]) -> FrameUncer
                 )
     nothing, nothing_why = 0.0, ""
     if not confident:
+        # here every score is below its threshold, so no threshold is 0
         best = max((s / t for s, t in zip(scores, limits, strict=True)), default=0.0)
         nothing = 1.0 - best
         nothing_why = "no detection reaches its threshold" + (
@@ -313,11 +316,8 @@ def frame_uncertainty(detections, thresholds: Mapping[str, float]) -> FrameUncer
 
 def embed(image: np.ndarray) -> np.ndarray:
     """The frame as 16x16 grayscale, centred, unit length (zeros for a flat picture)."""
-    small = (
-        Image.fromarray(image)
-        .convert("L")
-        .resize((EMBEDDING_SIDE, EMBEDDING_SIDE), Image.Resampling.BOX)
-    )
+    side = (EMBEDDING_SIDE, EMBEDDING_SIDE)
+    small = Image.fromarray(image).resize(side, Image.Resampling.BOX, reducing_gap=2.0).convert("L")
     vector = np.asarray(small, np.float32).reshape(-1)
     vector = vector - vector.mean()
     norm = float(np.linalg.norm(vector))
@@ -585,9 +585,8 @@ def _thumbnail(image: np.ndarray) -> bytes:
     picture = Image.fromarray(image)
     height = max(1, round(picture.height * THUMBNAIL_WIDTH / picture.width))
     out = io.BytesIO()
-    picture.resize((THUMBNAIL_WIDTH, height), Image.Resampling.BILINEAR).save(
-        out, "JPEG", quality=75
-    )
+    size = (THUMBNAIL_WIDTH, height)
+    picture.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0).save(out, "JPEG", quality=75)
     return out.getvalue()
 
 

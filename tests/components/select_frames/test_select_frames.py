@@ -471,3 +471,10 @@ def test_credentials_come_from_the_environment_only(server, tmp_path, env):
     env.delenv("CVAT_ACCESS_TOKEN")
     with pytest.raises(Exception, match="no CVAT credentials in the environment"):
         run(tmp_path, predictor_for_scenes(), cvat_url=server.url, task_id="7")
+
+
+def test_thresholds_of_0_and_1_do_not_divide_by_zero():
+    assert near_threshold(0.0, 0.0) == 1.0 and near_threshold(0.4, 0.0) == pytest.approx(0.6)
+    assert near_threshold(1.0, 1.0) == 1.0 and near_threshold(0.4, 1.0) == pytest.approx(0.4)
+    score = frame_uncertainty(detections(("cat", 0.4)), {"cat": 1.0, "dog": 0.0})
+    assert score.nothing_confident == pytest.approx(0.6)
