@@ -331,23 +331,33 @@ class Pick:
 
 
 def select_diverse(
-    uncertainty: np.ndarray, embeddings: np.ndarray, count: int, radius: float
+    uncertainty: np.ndarray,
+    embeddings: np.ndarray,
+    count: int,
+    radius: float,
+    allowed: np.ndarray | None = None,
+    covered: np.ndarray | None = None,
 ) -> list[Pick]:
     """Greedy uncertainty-weighted max-min selection of `count` frames (see the module
-    docstring); ties go to the earlier frame."""
+    docstring) among the `allowed` ones (default all); `covered` frames count as picked
+    already (their near-duplicates are discounted) without being returned. Ties go to the
+    earlier frame."""
     weight = np.asarray(uncertainty, np.float64) + CERTAIN_WEIGHT
     total = len(weight)
     nearest = np.full(total, np.inf)
-    taken = np.zeros(total, bool)
+    for position in np.flatnonzero(covered if covered is not None else np.zeros(total, bool)):
+        nearest = np.minimum(nearest, np.linalg.norm(embeddings - embeddings[position], axis=1))
+    taken = np.zeros(total, bool) if allowed is None else ~np.asarray(allowed, bool)
     picks = []
-    for _ in range(min(count, total)):
+    for _ in range(min(count, int((~taken).sum()))):
         if radius > 0:
             spread = np.minimum(nearest / radius, 1.0)
         else:
             spread = np.ones(total)
         gain = np.where(taken, -1.0, weight * spread)
         best = int(np.argmax(gain))
-        picks.append(Pick(best, None if not picks else round(float(nearest[best]), 4)))
+        distance = None if np.isinf(nearest[best]) else round(float(nearest[best]), 4)
+        picks.append(Pick(best, distance))
         taken[best] = True
         distance = np.linalg.norm(embeddings - embeddings[best], axis=1)
         nearest = np.minimum(nearest, distance)
@@ -368,6 +378,8 @@ class _CvatSource:
     """A CVAT task's frames: preannotate's frame list and download, annotated ones left out."""
 
     def __init__(self, call: CvatCaller, client: CvatClient, task_id: int, frames: str):
+        """With frames="unannotated", frames already copied into a selection task of an earlier
+        run (`earlier`) are being annotated there: `_rank` does not pick them again."""
         from ..preannotate.preannotate import list_frames
 
         self.call, self.task_id, self.resource = call, task_id, f"task {task_id}"
@@ -384,6 +396,7 @@ class _CvatSource:
             )
             annotated = annotated_frames(annotations)
         self.annotated = sum(f.index in annotated for f in self.frames.frames)
+        self.earlier = earlier_selections(call, client, task_id) if frames == "unannotated" else ()
         self._by_index = {f.index: f for f in self.frames.frames}
         self.candidates = [
             Candidate(f"frame {f.index}", f.name, f.index)
@@ -394,6 +407,11 @@ class _CvatSource:
             f"{resource} ({self.task.name!r}): {len(self.candidates)} frame(s) to rank"
             + (f", {self.annotated} annotated frame(s) left out" if self.annotated else "")
             + (f", {self.frames.deleted} deleted" if self.frames.deleted else "")
+            + (
+                f"; earlier selection task(s) {', '.join(str(e.task_id) for e in self.earlier)}"
+                if self.earlier
+                else ""
+            )
         )
 
     def images(self) -> Iterator[tuple[Candidate, np.ndarray]]:
@@ -427,7 +445,42 @@ class _CvatSource:
             "deleted": self.frames.deleted,
             "annotated": self.annotated,
             "candidates": len(self.candidates),
+            "earlier_selection_tasks": [e.task_id for e in self.earlier],
         }
+
+
+@dataclass(frozen=True)
+class EarlierSelection:
+    task_id: int
+    frames: frozenset[int]  # the source task's frame indices it holds
+
+
+SELECTED_FRAME_NAME = re.compile(r"^\d+_frame(\d+)_")  # _upload_names' "<rank>_frame<index>_..."
+
+
+def earlier_selections(call: CvatCaller, client: CvatClient, task_id: int):
+    """The selection tasks earlier runs made from task `task_id` (by their name), with the
+    frames they hold; a task without frames yet (a run stopped before uploading) holds none."""
+    pattern = re.compile(rf"^{re.escape(TASK_NAME_PREFIX)}: \d+ frames of task {task_id} \(")
+    # CVAT's `search` matches each word of it somewhere in the name (or owner, ...): a superset
+    listed = call(
+        f"look for earlier selections from task {task_id}",
+        partial(client.tasks.list, search=f"frames of task {task_id} ("),
+        resource="tasks",
+    )
+    found = []
+    for task in sorted(listed, key=lambda t: t.id):
+        if not pattern.match(task.name) or not (task.size or 0):
+            continue
+        resource = f"task {task.id}"
+        meta = call(f"read the frames of {resource}", task.get_meta, resource=resource)
+        indices = {
+            int(match.group(1))
+            for frame in meta.frames or []
+            if (match := SELECTED_FRAME_NAME.match(frame.name))
+        }
+        found.append(EarlierSelection(task.id, frozenset(indices)))
+    return tuple(found)
 
 
 def annotated_frames(annotations) -> set[int]:
@@ -462,6 +515,7 @@ class _FolderSource:
         self.candidates = [Candidate(name, name, None) for name in names]
         self.unreadable: dict[str, str] = {}
         self.project_id = None
+        self.earlier = ()
         logger.info(f"{root}: {len(self.candidates)} image(s) to rank")
 
     def images(self) -> Iterator[tuple[Candidate, np.ndarray]]:
@@ -519,6 +573,7 @@ class RankedFrame:
     distance_to_earlier_pick: float | None = None
     nearest_pick: int | None = None  # the rank of the selected frame nearest to it
     nearest_pick_distance: float | None = None
+    in_selection_task: int | None = None  # an earlier selection task holding it: not picked
 
 
 @dataclass(frozen=True)
@@ -546,12 +601,8 @@ def _rank(source, predictor, thresholds: Mapping[str, float], options: Options) 
     if not scored:
         raise ValueError("no frame could be read: nothing to rank (see the log for each file)")
     vectors = np.stack(embeddings)
-    picks = select_diverse(
-        np.array([f.score.uncertainty for f in scored]),
-        vectors,
-        options.top_n,
-        options.diversity_radius,
-    )
+    uncertainty = np.array([f.score.uncertainty for f in scored])
+    picks, held_by = _select_past_earlier(source.earlier, scored, uncertainty, vectors, options)
     rank_of = {pick.position: (rank, pick) for rank, pick in enumerate(picks, start=1)}
     picked = np.array([pick.position for pick in picks])
     distances = np.linalg.norm(vectors[:, None, :] - vectors[None, picked, :], axis=2)
@@ -575,10 +626,43 @@ def _rank(source, predictor, thresholds: Mapping[str, float], options: Options) 
                 pick.distance if pick else None,
                 nearest + 1 if has_other else None,
                 round(float(others[nearest]), 4) if has_other else None,
+                held_by.get(position),
             )
         )
     selected = sorted((f for f in frames if f.rank is not None), key=lambda f: f.rank)
     return _Ranked(tuple(frames), tuple(selected))
+
+
+def _select_past_earlier(earlier, scored, uncertainty, vectors, options: Options):
+    """The picks, leaving out the frames earlier selection tasks hold (and discounting their
+    near-duplicates: those frames are being annotated), and which task holds which frame
+    (position -> task id).
+
+    Such a task may be this selection's own, made by an earlier attempt of this run (a retried
+    step): it is, when leaving out only the other tasks' frames picks exactly its frames. Then
+    those picks stand (and ensure_selection_task finds the task by its name)."""
+    position_of = {f.candidate.index: p for p, f in enumerate(scored)}
+    held_by = {position_of[i]: e.task_id for e in earlier for i in e.frames if i in position_of}
+    for own in sorted(earlier, key=lambda e: e.task_id, reverse=True):
+        others = {p for p, task_id in held_by.items() if task_id != own.task_id}
+        allowed = np.array([p not in others for p in range(len(scored))])
+        picks = select_diverse(
+            uncertainty, vectors, options.top_n, options.diversity_radius, allowed, ~allowed
+        )
+        if {scored[pick.position].candidate.index for pick in picks} == set(own.frames):
+            logger.info(f"the selection is task {own.task_id}'s, made by an earlier attempt")
+            return picks, {p: t for p, t in held_by.items() if t != own.task_id}
+    allowed = np.array([p not in held_by for p in range(len(scored))])
+    if held_by:
+        logger.info(f"{len(held_by)} frame(s) in earlier selection tasks left out")
+    radius = options.diversity_radius
+    picks = select_diverse(uncertainty, vectors, options.top_n, radius, allowed, ~allowed)
+    if not picks:
+        raise ValueError(
+            "every frame to rank is already in an earlier selection task (tasks "
+            f"{', '.join(str(e.task_id) for e in earlier)}): nothing left to select"
+        )
+    return picks, held_by
 
 
 def _thumbnail(image: np.ndarray) -> bytes:
@@ -772,6 +856,8 @@ def _frame_json(frame: RankedFrame) -> dict:
         entry["thumbnail"] = f"{THUMBNAILS_DIR}/{frame.rank:04d}.jpg"
     entry["nearest_pick"] = frame.nearest_pick
     entry["nearest_pick_distance"] = frame.nearest_pick_distance
+    if frame.in_selection_task is not None:
+        entry["in_selection_task"] = frame.in_selection_task
     return entry
 
 
@@ -834,6 +920,9 @@ def _metadata(outcome: _Outcome) -> dict:
     if source["kind"] == "cvat_task":
         metadata.update(cvat_url=outcome.server, task_id=source["task_id"])
         metadata["annotated_frames_left_out"] = source["annotated"]
+        metadata["in_earlier_selection_tasks"] = sum(
+            f.in_selection_task is not None for f in ranked.frames
+        )
     if outcome.cvat_task:
         metadata["selection_task_id"] = outcome.cvat_task.task_id
         metadata["selection_task_created"] = outcome.cvat_task.created
@@ -849,6 +938,10 @@ def _report_markdown(outcome: _Outcome) -> str:
             + (f"; {source['annotated']} annotated left out" if source["annotated"] else "")
             + (f"; {source['deleted']} deleted left out" if source["deleted"] else "")
         )
+        held = sum(f.in_selection_task is not None for f in ranked.frames)
+        if held:
+            tasks = ", ".join(map(str, source["earlier_selection_tasks"]))
+            considered += f"; {held} in earlier selection tasks ({tasks}) not picked again"
     else:
         where = f"`{markdown_cell(source['images_dir'])}`"
         unreadable = len(source["unreadable"])
@@ -919,6 +1012,7 @@ def _report_markdown(outcome: _Outcome) -> str:
         1
         for f in ranked.frames
         if f.rank is None
+        and f.in_selection_task is None
         and f.nearest_pick_distance is not None
         and f.nearest_pick_distance < o.diversity_radius
     )

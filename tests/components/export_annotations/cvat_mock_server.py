@@ -274,8 +274,16 @@ class CvatMockServer:
             if ("project_id" not in query or str(task["project_id"]) == query["project_id"])
             # CVAT's `name` filter is a simple equality filter
             and ("name" not in query or self._task_name(task_id) == query["name"])
+            and self._searched(query.get("search", ""), self._task_name(task_id))
         ]
         return self._page("/api/tasks", query, [self._task_json(i) for i in ids])
+
+    @staticmethod
+    def _searched(search: str, name: str) -> bool:
+        """DRF's SearchFilter, as CVAT uses it: every word of the term (split at spaces and
+        commas) is found, case-insensitively, in a search field (the stand-in: the name)."""
+        words = [w for w in re.split(r"[\s,]+", search) if w]
+        return all(word.casefold() in name.casefold() for word in words)
 
     def create_task(self, query, body):
         """POST /api/tasks (TaskWriteSerializer): a task without data, its labels or project's."""

@@ -255,6 +255,7 @@ def test_a_task_s_unannotated_frames_are_ranked_and_written(server, tmp_path, en
         "deleted": 0,
         "annotated": 1,
         "candidates": 5,
+        "earlier_selection_tasks": [],
     }
     assert ranking["thresholds"] == {"cat": 0.5, "dog": 0.5} and ranking["cvat_task"] is None
     thumbnail = tmp_path / "out" / "ranking" / first["thumbnail"]
@@ -478,3 +479,51 @@ def test_thresholds_of_0_and_1_do_not_divide_by_zero():
     assert near_threshold(1.0, 1.0) == 1.0 and near_threshold(0.4, 1.0) == pytest.approx(0.4)
     score = frame_uncertainty(detections(("cat", 0.4)), {"cat": 1.0, "dog": 0.0})
     assert score.nothing_confident == pytest.approx(0.6)
+
+
+def test_frames_in_earlier_selection_tasks_are_not_picked_again(server, tmp_path, env):
+    add_scenes(server)
+    first = run(
+        tmp_path, predictor_for_scenes(), cvat_url=server.url, task_id="7", top_n=2,
+        create_task=True,
+    )[1]["cvat_task"]  # fmt: skip
+    assert first["task_id"] == 8 and [f.name[:12] for f in server.frames[8]] == [
+        "0001_frame00",
+        "0002_frame00",
+    ]
+    server.add_task(9, labels=["cat"], frames=[("0001_frame000004_x.png", png(SCENES[4][0]))])
+
+    # the next round (here: a longer list) leaves out frames 1 and 3, which task 8 holds, and
+    # frame 0, a near-duplicate of frame 1, comes last; task 9 is named like no selection task,
+    # so its frame names mean nothing
+    metadata, ranking, report = run(
+        tmp_path, predictor_for_scenes(), out="next", cvat_url=server.url, task_id="7", top_n=3,
+        create_task=True,
+    )  # fmt: skip
+
+    assert [s["frame"] for s in ranking["selected"]] == [5, 4, 0]
+    assert ranking["selected"][0]["distance_to_earlier_pick"] > 1  # from frames 1 and 3
+    held = {f["frame"]: f.get("in_selection_task") for f in ranking["frames"]}
+    assert held == {0: None, 1: 8, 3: 8, 4: None, 5: None}
+    assert ranking["source"]["earlier_selection_tasks"] == [8]
+    assert ranking["cvat_task"]["created"] and ranking["cvat_task"]["task_id"] == 10
+    assert metadata["in_earlier_selection_tasks"] == 2
+    assert "2 in earlier selection tasks (8) not picked again" in report
+
+    # a third run like the second finds its own task 10 (and leaves out task 8's frames)
+    _, again, _ = run(
+        tmp_path, predictor_for_scenes(), out="third", cvat_url=server.url, task_id="7", top_n=3,
+        create_task=True,
+    )  # fmt: skip
+    assert again["cvat_task"]["task_id"] == 10 and not again["cvat_task"]["created"]
+    assert [s["frame"] for s in again["selected"]] == [5, 4, 0]
+    assert len(server.tasks) == 4
+
+
+def test_nothing_left_outside_earlier_selections_says_so(server, tmp_path, env):
+    add_scenes(server, annotated=(0, 2, 4, 5))
+    run(tmp_path, predictor_for_scenes(), cvat_url=server.url, task_id="7", top_n=2,
+        create_task=True)  # fmt: skip
+    with pytest.raises(ValueError, match=r"already in an earlier selection task \(tasks 8\)"):
+        run(tmp_path, predictor_for_scenes(), out="next", cvat_url=server.url, task_id="7",
+            top_n=1)  # fmt: skip

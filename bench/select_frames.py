@@ -1,0 +1,206 @@
+"""Does select-frames choose better frames to label than chance? mAP after adding its top-N frames
+of a pool to a small seed set, against adding N random frames, same budget, real training engine.
+
+One round of the loop on generated shapes (components/common/synthetic.py):
+1. a seed model: the light RetinaNet trained from scratch on the seed set;
+2. select-frames ranks the pool (as a folder of images, the model as a trained Model directory)
+   and picks N frames: with diversity (the default radius) and without (uncertainty only);
+3. N random frames of the pool, for several draws;
+4. for each choice, a new model trained from scratch on seed + chosen with the same schedule and
+   training seed, evaluated (COCO AP on boxes) on a held-out test split.
+
+`--duplicates K` makes the pool video-like: each scene K times, the copies with pixel noise
+(consecutive frames), so that near-duplicates compete for the picks.
+
+    .venv/bin/python bench/select_frames.py               # 16 seed, 240 pool, 24 picked: ~12 min
+    .venv/bin/python bench/select_frames.py --random-draws 1 --steps 80   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from cvat_kfp.components.common.dataset import IMAGES_DIR, Dataset  # noqa: E402
+from cvat_kfp.components.common.synthetic import make_shapes_dataset  # noqa: E402
+from cvat_kfp.components.convert_to_tfrecord.convert import convert_dataset  # noqa: E402
+
+PRESET = "retinanet-mobilenetv2-light"
+CLASSES = ("circle", "square", "triangle")
+IMAGE_SIZE = (256, 192)
+
+
+def hyperparameters(steps: int, seed: int) -> str:
+    # tests/trained_models.py's schedule for the light RetinaNet from scratch
+    return (
+        f"num_steps: {steps}\nbatch_size: 4\ninitial_learning_rate: 0.08\n"
+        f"warmup_steps: {max(steps // 10, 1)}\neval_interval: {steps}\n"
+        f"checkpoint_interval: {steps}\nseed: {seed}\n"
+        "model_garden_overrides: {task.model.norm_activation.norm_momentum: 0.9}\n"
+    )
+
+
+def make_data(out: Path, seed_count: int, pool_scenes: int, duplicates: int, test_count: int):
+    """(all: seed images then pool frames, seed ids, pool ids, the pool as a folder, test)."""
+    scenes = make_shapes_dataset(
+        out / "scenes", seed_count + pool_scenes, IMAGE_SIZE, CLASSES, max_shapes=3, seed=11
+    )
+    dataset = Dataset.load(scenes)
+    seed_ids = [im["id"] for im in dataset.images[:seed_count]]
+    pool_images = dataset.images[seed_count:]
+    if duplicates > 1:  # video-like: each scene again, with noise, same objects
+        rng = np.random.default_rng(5)
+        images, annotations = list(dataset.images), list(dataset.annotations)
+        by_image = dataset.annotations_by_image()
+        next_id, next_ann = max(im["id"] for im in images) + 1, len(annotations) + 1
+        for image in pool_images:
+            picture = np.asarray(Image.open(dataset.image_path(image)).convert("RGB"), np.float64)
+            for copy in range(1, duplicates):
+                noisy = np.clip(picture + rng.normal(0, 4, picture.shape), 0, 255).astype(np.uint8)
+                name = image["file_name"].replace(".jpg", f"_{copy}.jpg")
+                Image.fromarray(noisy).save(scenes / IMAGES_DIR / name, quality=90)
+                images.append({**image, "id": next_id, "file_name": name})
+                for ann in by_image[image["id"]]:
+                    annotations.append({**ann, "id": next_ann, "image_id": next_id})
+                    next_ann += 1
+                next_id += 1
+        dataset = Dataset(images, annotations, dataset.categories, scenes)
+        dataset.save(scenes)
+    pool_ids = [im["id"] for im in dataset.images if im["id"] not in set(seed_ids)]
+    pool_dir = out / "pool"
+    pool_dir.mkdir(exist_ok=True)
+    for image in dataset.images:
+        if image["id"] in set(pool_ids):
+            target = pool_dir / image["file_name"]
+            if not target.exists():
+                target.hardlink_to(dataset.image_path(image))
+    test = make_shapes_dataset(
+        out / "test_dataset", test_count, IMAGE_SIZE, CLASSES, max_shapes=3, seed=12
+    )
+    convert_dataset(test, out / "test", "test", num_workers=1)
+    return dataset, seed_ids, pool_ids, pool_dir, out / "test"
+
+
+def train(out: Path, name: str, dataset: Dataset, image_ids, test_dir: Path, steps: int, seed: int):
+    """A model trained from scratch on these images; (its directory, test AP, AP50, seconds)."""
+    from cvat_kfp.components.training.run import run_training
+
+    work = out / name
+    shutil.rmtree(work, ignore_errors=True)
+    dataset.subset(image_ids).save(work / "dataset")
+    convert_dataset(work / "dataset", work / "train", "train", num_workers=1)
+    started = time.perf_counter()
+    result = run_training(
+        component="train_tfod",
+        preset=PRESET,
+        hyperparameters=hyperparameters(steps, seed),
+        train_dir=work / "train",
+        val_dir=test_dir,  # evaluated once, after the last step: no checkpoint is chosen by it
+        model_dir=work / "model",
+        log=lambda message: None,
+    )
+    seconds = time.perf_counter() - started
+    ap, ap50 = result.metrics.get("AP", float("nan")), result.metrics.get("AP50", float("nan"))
+    print(f"  {name}: {len(image_ids)} images, test AP {ap:.3f}, AP50 {ap50:.3f} ({seconds:.0f} s)")
+    return work / "model", ap, ap50
+
+
+def select(out: Path, name: str, model_dir: Path, pool_dir: Path, top_n: int, radius: float):
+    from cvat_kfp.components.inference.predictor import TrainedPredictor
+    from cvat_kfp.components.select_frames.selection import run_select_frames
+
+    started = time.perf_counter()
+    run_select_frames(
+        str(model_dir),
+        str(out / name),
+        str(out / name / "report.md"),
+        images_dir=str(pool_dir),
+        top_n=top_n,
+        diversity_radius=radius,
+        predictor=TrainedPredictor(model_dir),
+    )
+    ranking = json.loads((out / name / "ranking.json").read_text())
+    picked = [frame["name"] for frame in ranking["selected"]]
+    mean = np.mean([frame["uncertainty"] for frame in ranking["selected"]])
+    overall = np.mean([frame["uncertainty"] for frame in ranking["frames"]])
+    print(
+        f"  {name}: {len(picked)} of {len(ranking['frames'])} frames, mean uncertainty "
+        f"{mean:.3f} (pool {overall:.3f}), {time.perf_counter() - started:.0f} s"
+    )
+    return picked
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "select_frames")
+    parser.add_argument("--seed-images", type=int, default=16)
+    parser.add_argument("--pool", type=int, default=240, help="pool scenes")
+    parser.add_argument("--duplicates", type=int, default=1, help="frames per pool scene")
+    parser.add_argument("--test-images", type=int, default=60)
+    parser.add_argument("--top-n", type=int, default=24)
+    parser.add_argument("--steps", type=int, default=160)
+    parser.add_argument("--random-draws", type=int, default=2)
+    parser.add_argument("--train-seed", type=int, default=1)
+    args = parser.parse_args()
+
+    started = time.perf_counter()
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    dataset, seed_ids, pool_ids, pool_dir, test_dir = make_data(
+        out, args.seed_images, args.pool, args.duplicates, args.test_images
+    )
+    id_of = {im["file_name"]: im["id"] for im in dataset.images}
+    print(
+        f"{len(seed_ids)} seed images, {len(pool_ids)} pool frames ({args.duplicates} per scene), "
+        f"{args.test_images} test images; {args.top_n} frames added; {args.steps} steps at batch 4"
+    )
+    print("round 0:")
+    seed_model, seed_ap, seed_ap50 = train(
+        out, "seed", dataset, seed_ids, test_dir, args.steps, args.train_seed
+    )
+    print("selection:")
+    choices = {
+        "select-frames": select(out, "selected", seed_model, pool_dir, args.top_n, 0.5),
+        "uncertainty only (radius 0)": select(
+            out, "selected_radius0", seed_model, pool_dir, args.top_n, 0.0
+        ),
+    }
+    names = sorted(p.name for p in pool_dir.iterdir())
+    for draw in range(args.random_draws):
+        choices[f"random #{draw + 1}"] = random.Random(draw).sample(names, args.top_n)
+    print("round 1 (seed + chosen frames, trained from scratch):")
+    results = {}
+    for number, (label, picked) in enumerate(choices.items()):
+        ids = seed_ids + [id_of[name] for name in picked]
+        _, ap, ap50 = train(
+            out, f"round1_{number}", dataset, ids, test_dir, args.steps, args.train_seed
+        )
+        results[label] = (ap, ap50, len({name.split(".")[0].split("_")[1] for name in picked}))
+
+    print()
+    print(f"| frames added ({args.top_n}) | distinct scenes | test AP | AP50 |")
+    print("|---|---|---|---|")
+    print(f"| none (seed model, {len(seed_ids)} images) | — | {seed_ap:.3f} | {seed_ap50:.3f} |")
+    for label, (ap, ap50, scenes) in results.items():
+        print(f"| {label} | {scenes} | {ap:.3f} | {ap50:.3f} |")
+    randoms = [v for k, v in results.items() if k.startswith("random")]
+    if randoms:
+        mean_ap = np.mean([r[0] for r in randoms])
+        mean_ap50 = np.mean([r[1] for r in randoms])
+        print(f"| random, mean of {len(randoms)} | | {mean_ap:.3f} | {mean_ap50:.3f} |")
+    print(f"\n{time.perf_counter() - started:.0f} s in all")
+
+
+if __name__ == "__main__":
+    main()
