@@ -41,7 +41,8 @@ def select_frames(
         top_n: How many frames to select.
         score_threshold: The class threshold uncertainty is measured against: a detection
             scoring near it is the most uncertain.
-        frames: "unannotated" (frames without shapes, tags or tracks) or "all".
+        frames: "unannotated" (frames without shapes, tags or tracks, and not in a selection
+            task made from this task before) or "all".
         diversity_radius: Embedding distance under which two frames count as near-duplicates
             (0: no diversity, pure uncertainty order; about 1.4 separates unrelated frames).
         create_task: Put the selected frames in a CVAT task (found again, not duplicated, when
