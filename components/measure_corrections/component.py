@@ -24,8 +24,8 @@ def measure_corrections(
     Args:
         predictions: The predictions of preannotate (its uploaded_shapes.json: every shape it
             created, with CVAT's id, frame, label and points).
-        reviewed: The same task after review, exported as "CVAT for images 1.1" (export-
-            annotations), which keeps each shape's source.
+        reviewed: The same task after review, exported as "CVAT for images 1.1" by
+            export-annotations (that format keeps each shape's source).
         metrics: Counts and rates per outcome, the median IoU of corrected shapes, and the
             share of final shapes from the model unchanged (overall and per class).
         report: The same per class, with the IoU distribution and the relabellings, in Markdown.
