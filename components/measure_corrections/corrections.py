@@ -25,16 +25,16 @@ import logging
 import statistics
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 from pycocotools import mask as mask_utils
 
 from ..common.dataset import Dataset, box_mask_to_rle
+from ..preannotate.preannotate import UPLOADED_SHAPES_FILE
 
 logger = logging.getLogger(__name__)
 
-UPLOADED_SHAPES_FILE = "uploaded_shapes.json"  # preannotate writes it beside predictions.json
 REVIEW_FORMAT = "CVAT for images 1.1"
 MODEL_SOURCES = ("auto", "semi-auto")
 HAND_SOURCE = "manual"
@@ -424,7 +424,7 @@ def _frames(task: dict, reviewed: Dataset, notes: list[str]) -> dict[int, Frame]
             continue
         frame.image = image
         name = image["file_name"]
-        if not (name == frame.name or name.endswith("/" + frame.name.lstrip("/"))):
+        if not same_frame_name(name, frame.name):
             mismatched.append(f"frame {frame.frame}: uploaded to {frame.name!r}, exported {name!r}")
         if (image["width"], image["height"]) != (frame.width, frame.height):
             resized.append(
@@ -458,6 +458,17 @@ def _frames(task: dict, reviewed: Dataset, notes: list[str]) -> dict[int, Frame]
             "frames'), not as deleted by the annotators"
         )
     return frames
+
+
+def same_frame_name(file_name: str, frame_name: str) -> bool:
+    """Whether the export's image is the frame preannotate named: the same path, possibly under a
+    folder the export adds, possibly with an extension the frame name lacks (CVAT names a video's
+    frames frame_NNNNNN, and its export writes frame_NNNNNN.PNG)."""
+    exported, uploaded = PurePosixPath(file_name), PurePosixPath(frame_name.lstrip("/"))
+    for a, b in ((exported, uploaded), (exported.with_suffix(""), uploaded.with_suffix(""))):
+        if a == b or str(a).endswith("/" + str(b)):
+            return True
+    return False
 
 
 def _renames(pairs: list[Pair], reviewed_labels: set, uploaded_labels: set, notes) -> dict:

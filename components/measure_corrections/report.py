@@ -279,9 +279,8 @@ def most_corrected_frames(m: Measurement, limit: int) -> list[int]:
         if o.kind == ADDED:
             changes[o.reviewed.frame] += 1
     ranked = sorted(changes.items(), key=lambda item: (-item[1], item[0]))
-    return (
-        [frame for frame, _ in ranked if m.frames[frame].image is not None][:limit] if limit else []
-    )
+    drawable = [n for n, _ in ranked if n in m.frames and m.frames[n].image is not None]
+    return drawable[:limit]
 
 
 def _frame_figure(m: Measurement, reviewed: Dataset, number: int) -> str:

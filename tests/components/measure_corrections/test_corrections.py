@@ -11,7 +11,10 @@ import pytest
 from cvat_kfp.components.common.dataset import Dataset
 from cvat_kfp.components.export_annotations import cvat_server
 from cvat_kfp.components.export_annotations.export import export_annotations
-from cvat_kfp.components.measure_corrections.corrections import run_measure_corrections
+from cvat_kfp.components.measure_corrections.corrections import (
+    run_measure_corrections,
+    same_frame_name,
+)
 from cvat_kfp.components.preannotate.preannotate import run_preannotate
 from tests.components.export_annotations.cvat_mock_server import CvatMockServer
 
@@ -69,6 +72,14 @@ def measure(predictions, reviewed, tmp_path, **options):
     return result, markdown
 
 
+def assert_counted_once(metrics):
+    """Every uploaded prediction has one outcome, every final shape one origin."""
+    outcomes = ("kept", "corrected", "relabelled", "deleted", "on_deleted_frames")
+    origins = ("kept", "corrected", "relabelled", "added_by_hand", "other")
+    assert sum(metrics[name] for name in outcomes) == metrics["uploaded"]
+    assert sum(metrics[name] for name in origins) == metrics["final"]
+
+
 def test_preannotate_records_the_ids_cvat_gave(server, tmp_path):
     predictions = preannotate(server, tmp_path)
 
@@ -112,6 +123,7 @@ def test_the_synthetic_review_comes_back_exactly(server, tmp_path, seed):
     result, markdown = measure(predictions, reviewed, tmp_path)
 
     metrics = result.metrics
+    assert_counted_once(metrics)
     uploaded = sum(done.count(a) for a in ("keep", "move", "touch", "relabel", "delete"))
     assert metrics["uploaded"] == uploaded
     assert metrics["kept"] == done.count("keep")
@@ -214,6 +226,7 @@ def test_shapes_on_frames_deleted_since_are_counted_apart(server, tmp_path):
     result, markdown = measure(predictions, export(server, tmp_path), tmp_path)
 
     m = result.metrics
+    assert_counted_once(m)
     assert m["on_deleted_frames"] == on_frame_2 > 0
     assert m["deleted"] == 1
     assert m["kept"] == m["uploaded"] - on_frame_2 - 1 == m["final"]
@@ -231,6 +244,7 @@ def test_a_label_renamed_between_the_rounds_is_followed(server, tmp_path):
     result, markdown = measure(predictions, export(server, tmp_path), tmp_path)
 
     m = result.metrics
+    assert_counted_once(m)
     assert m["relabelled"] == 1 and m["kept"] == m["uploaded"] - 1 and m["deleted"] == 0
     assert m["kept_share_kitty"] == 1.0 and "kept_share_cat" not in m
     assert "label 'cat' was renamed 'kitty' in CVAT after the upload" in markdown
@@ -264,3 +278,17 @@ def test_another_task_is_refused(server, tmp_path):
     (predictions / "uploaded_shapes.json").write_text(json.dumps(record))
     with pytest.raises(ValueError, match="not task 7 as it was pre-annotated"):
         measure(predictions, export(server, tmp_path), tmp_path)
+
+
+@pytest.mark.parametrize(
+    "exported, uploaded, same",
+    [
+        ("img_0.png", "img_0.png", True),
+        ("task-7/dir/img_0.png", "dir/img_0.png", True),  # several exports: a folder each
+        ("frame_000003.PNG", "frame_000003", True),  # a video's frame, as CVAT names both
+        ("img_0.png", "img_1.png", False),
+        ("xdir/img_0.png", "dir/img_0.png", False),
+    ],
+)
+def test_frames_are_recognised_by_their_cvat_names(exported, uploaded, same):
+    assert same_frame_name(exported, uploaded) is same
