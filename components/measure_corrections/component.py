@@ -43,4 +43,4 @@ def measure_corrections(
     )
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)
-    metrics.metadata.update(result.metadata["metrics"])
+    report.metadata.update(result.metadata["report"])

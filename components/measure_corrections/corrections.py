@@ -54,7 +54,7 @@ ADDED, OTHER = "added by hand", "other"
 
 @dataclass(frozen=True)
 class MeasureCorrectionsResult:
-    metadata: dict[str, dict]  # output name ("metrics") -> that artifact's metadata
+    metadata: dict[str, dict]  # output name ("report") -> that artifact's metadata
     metrics: dict[str, float]  # for the KFP Metrics output
 
 
@@ -569,7 +569,8 @@ def run_measure_corrections(
         "renamed_labels": measurement.renamed,
         **total,
     }
-    return MeasureCorrectionsResult({"metrics": metadata}, metrics)
+    # on the report: the Metrics artifact's metadata is its metrics, numbers only
+    return MeasureCorrectionsResult({"report": metadata}, metrics)
 
 
 def metrics_of(m: Measurement) -> dict[str, float]:

@@ -509,6 +509,7 @@ def upload(
         first_group = _next_group(call, task, predictions)
     batches = shape_batches(task, predictions, labels, options.batch_size, first_group)
     uploaded, created, without_id = 0, [], 0
+    names = {f.index: f.name for f in task.frames}
     for number, batch in enumerate(batches, start=1):
         where = f"batch {number} of {len(batches)} ({batch.span})"
         if not batch.shapes:
@@ -528,7 +529,6 @@ def upload(
         uploaded += len(batch.shapes)
         ids = created_ids(batch.shapes, getattr(answer, "shapes", None) or [])
         without_id += ids.count(None)
-        names = {f.index: f.name for f in task.frames}
         for request, index, shape_id in zip(batch.shapes, batch.predictions, ids):
             prediction = predictions.kept[index]
             created.append(

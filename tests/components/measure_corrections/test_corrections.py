@@ -40,7 +40,7 @@ def server(monkeypatch):
 def preannotate(server, tmp_path, frames=12, seed=3):
     add_task(server, TASK, frames, seed)
     predictions = tmp_path / "predictions"
-    run_preannotate(
+    result = run_preannotate(
         "unused",
         str(predictions),
         str(tmp_path / "preannotate.md"),
@@ -50,6 +50,9 @@ def preannotate(server, tmp_path, frames=12, seed=3):
         batch_size=5,
         retry_delay=0.01,
     )
+    metadata = result.metadata["predictions"]
+    assert metadata["uploaded_shape_ids"] == metadata["uploaded_shapes"]
+    assert metadata["uploaded_shapes_file"] == "uploaded_shapes.json"
     return predictions
 
 
@@ -165,7 +168,7 @@ def test_the_synthetic_review_comes_back_exactly(server, tmp_path, seed):
     assert all(any(line.startswith(r) for line in markdown.splitlines()) for r in relabels)
     html = (tmp_path / "report" / "corrections.html").read_text()
     assert html.count("data:image/jpeg;base64,") == 2 * min(12, len(done.changed_frames))
-    assert result.metadata["metrics"]["task_id"] == TASK
+    assert result.metadata["report"]["task_id"] == TASK
 
 
 def test_nothing_touched_is_all_kept(server, tmp_path):
@@ -249,7 +252,7 @@ def test_a_label_renamed_between_the_rounds_is_followed(server, tmp_path):
     assert m["kept_share_kitty"] == 1.0 and "kept_share_cat" not in m
     assert "label 'cat' was renamed 'kitty' in CVAT after the upload" in markdown
     assert "| kitty | dog | 1 |" in markdown
-    assert result.metadata["metrics"]["renamed_labels"] == {"cat": "kitty"}
+    assert result.metadata["report"]["renamed_labels"] == {"cat": "kitty"}
 
 
 def test_an_empty_task_is_named(server, tmp_path):
