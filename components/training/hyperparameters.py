@@ -315,7 +315,20 @@ def load_mapping(source: str | Mapping[str, Any] | None) -> dict[Any, Any]:
 
 
 class UniqueKeyLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, except that a key given twice is an error (PyYAML keeps the last)."""
+    """PyYAML's safe loader, except that a key given twice is an error (PyYAML keeps the last)
+    and an alias (`*name`) is refused: each one repeats a whole node, so ten lines of aliases
+    of aliases expand to billions of values (a "billion laughs" document)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise HyperparameterError(
+                f"hyperparameters use the YAML alias *{event.anchor} (line "
+                f"{event.start_mark.line + 1}): aliases and anchors are not accepted, as each "
+                "alias repeats a whole section and a few of them can expand to billions of "
+                "values. Write the values out instead."
+            )
+        return super().compose_node(parent, index)
 
     def construct_mapping(self, node, deep=False):
         seen = set()
@@ -350,7 +363,7 @@ def read_key_value_lines(text: str) -> dict[str, Any] | None:
         if key in pairs:
             raise HyperparameterError(f"{key!r} is given twice")
         try:
-            pairs[key] = yaml.safe_load(value) if value else None
+            pairs[key] = yaml.load(value, Loader=UniqueKeyLoader) if value else None
         except yaml.YAMLError:
             pairs[key] = value
     return pairs or None
