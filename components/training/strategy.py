@@ -21,7 +21,7 @@ GPU_DTYPE = "float16"
 # TensorFlow 2.20's CUDA 12.5 wheels. An older driver runs CUDA 12 only through minor-version
 # compatibility, which cannot JIT-compile PTX; this TensorFlow build ships no SASS for Hopper
 # (H100/H200), so its kernels there exist only as PTX and fail to load.
-MIN_DRIVER_VERSION = 555  # the major version; CUDA 12.5 asks for 555.42.02 (Linux)
+MIN_DRIVER_VERSION = 555  # the driver's major version (CUDA 12.5's branch)
 DRIVER_QUERY_TIMEOUT_S = 20
 
 
@@ -110,8 +110,8 @@ def check_driver_version(version: str | None) -> None:
         f"the node's NVIDIA driver is {version}, but training on GPU needs driver {floor} or "
         "newer: TensorFlow's CUDA 12.5 runs on an older driver only through CUDA's minor-version "
         "compatibility, which cannot JIT-compile PTX, and on H100/H200 GPUs this TensorFlow build "
-        f"has only PTX kernels. Run on nodes with driver >= {floor} (upgrade the driver, or pin "
-        "the pipeline's GPU step to such nodes), or set num_clones: 0 to train on CPU."
+        f"has only PTX kernels. Run on nodes with driver >= {floor} (upgrade the driver, or pick "
+        "such nodes with the pipeline's node_selector), or set num_clones: 0 to train on CPU."
     )
 
 
