@@ -3,7 +3,8 @@
 Input is YAML (`key: value` lines; empty means all defaults: nothing is required). Onepanel's older
 `key=value` lines are read too, and dashes may stand for underscores (`num-steps`), as Onepanel's
 workflows accepted both. An unknown key, a wrong type or a value out of range is an error that
-names the key, the value and what is expected.
+names the key, the value and what is expected; so is a YAML alias (`*name`), which could expand a
+few lines into billions of values.
 
 Keys (defaults come from the preset; see presets.py):
 
