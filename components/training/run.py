@@ -45,10 +45,10 @@ from ..common.label_map import JSON_FILE, LabelMap, LabelMapError
 from . import engine
 from .checkpoints import MODEL_METADATA_FILE, checkpoint_step
 from .engine import BEST_INFO_FILE, CONFIG_FILE, TrainingInputError, TrainResult
-from .experiment import build_experiment_config, checkpoint_modules
+from .experiment import draft_experiment_config, finish_experiment_config
 from .hyperparameters import Hyperparameters, parse_hyperparameters
 from .presets import Preset, get_preset
-from .strategy import plan_devices
+from .strategy import DevicePlan, plan_devices
 
 METADATA_FILE = MODEL_METADATA_FILE
 PRESET_CHECKPOINT = "preset"  # pretrained_checkpoint_uri naming the preset's published checkpoint
@@ -118,7 +118,8 @@ class RunPlan:
     component: str
     preset: Preset
     hp: Hyperparameters
-    config: Any  # Model Garden ExperimentConfig
+    devices: DevicePlan
+    config: Any  # Model Garden ExperimentConfig, built for `devices`, locked
     train: TFRecordsInput
     val: TFRecordsInput | None
     initial_weights: InitialWeights | None
@@ -179,7 +180,7 @@ def run_training(
             model_dir=model_dir,
             label_map=plan.label_map,
             durable_uri=checkpoint_uri or None,
-            num_clones=plan.hp.num_clones,
+            devices=plan.devices,
             stages=plan.hp.stages,
             log=log,
         )
@@ -209,18 +210,18 @@ def plan_run(
     if val:
         check_same_classes(train, val)
     devices = plan_devices(hp.num_clones)
-    config = build_experiment_config(
+    draft = draft_experiment_config(
         chosen,
         hp,
         train_pattern=train.pattern,
         val_pattern=val.pattern if val else None,
         num_classes=len(train.label_map),
         include_masks=train.has_masks,
-        on_gpu=devices.on_gpu,
-        num_replicas=max(1, devices.num_gpus),
+        devices=devices,
+        log=log,
     )
     weights = initial_weights(
-        config,
+        draft,
         chosen,
         hp,
         train.label_map,
@@ -229,10 +230,9 @@ def plan_run(
         scratch=scratch,
         log=log,
     )
-    if weights:
-        config.task.init_checkpoint = weights.checkpoint
-        config.task.init_checkpoint_modules = checkpoint_modules(weights.modules)
-    return RunPlan(component, chosen, hp, config, train, val, weights)
+    checkpoint, modules = (weights.checkpoint, weights.modules) if weights else (None, None)
+    config = finish_experiment_config(draft, checkpoint, modules)
+    return RunPlan(component, chosen, hp, devices, config, train, val, weights)
 
 
 # --- the TFRecords artifacts ----------------------------------------------------------------

@@ -22,6 +22,7 @@ from cvat_kfp.components.training.engine import (
     TrainingInputError,
     train,
 )
+from cvat_kfp.components.training.strategy import DeviceError, DevicePlan
 
 from ._training_data import make_tfrecords, small_config
 
@@ -264,6 +265,16 @@ def test_missing_tfrecords_are_refused(tfrecords, tmp_path, no_model_built):
     config.task.train_data.input_path = str(tmp_path / "nothing" / "train-*.tfrecord")
     with pytest.raises(TrainingInputError, match="no train TFRecord files match"):
         train_with(config, tmp_path, tfrecords.label_map)
+
+
+def test_a_config_built_for_other_devices_is_refused(tfrecords, tmp_path, no_model_built):
+    config = small_config(tfrecords, num_steps=4)  # built for CPU
+    one_gpu = DevicePlan(("/gpu:0",))
+    with pytest.raises(DeviceError, match=r"does not fit 1 GPU .*num_gpus 0 \(expected 1\)"):
+        train(config, model_dir=tmp_path / "model", label_map=tfrecords.label_map, devices=one_gpu)
+    xla = config.replace(runtime={"enable_xla": True, "mixed_precision_dtype": "float16"})
+    with pytest.raises(DeviceError, match="mixed_precision_dtype 'float16' on CPU, enable_xla"):
+        train_with(xla, tmp_path, tfrecords.label_map)
 
 
 def test_mask_rcnn_without_masks_is_refused(tfrecords, tmp_path, no_model_built):

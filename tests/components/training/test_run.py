@@ -1,10 +1,12 @@
 """run_training, the body of train-tfod and train-maskrcnn: light RetinaNet at 256 px on CPU."""
 
+import dataclasses
 import json
 import tarfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
+from urllib.parse import urlparse
 
 import numpy as np
 import pytest
@@ -17,7 +19,8 @@ from cvat_kfp.components.convert_to_tfrecord.convert import convert_dataset
 from cvat_kfp.components.training import engine
 from cvat_kfp.components.training.engine import TrainingInputError
 from cvat_kfp.components.training.experiment import experiment_config_from_yaml
-from cvat_kfp.components.training.run import plan_run, run_training
+from cvat_kfp.components.training.presets import PRESETS
+from cvat_kfp.components.training.run import plan_run, pretrained_weights, run_training
 from tests.gcs_emulator import create_bucket, gcs_emulator, gcs_server  # noqa: F401
 
 from ._training_data import make_tfrecords
@@ -299,3 +302,37 @@ def test_a_pretrained_checkpoint_without_the_modules_is_refused(pretrained, tfre
         plan(tfrecords, tmp_path / "scratch", pretrained_checkpoint_uri=prefix)
     with pytest.raises(TrainingInputError, match="no TensorFlow checkpoint"):
         plan(tfrecords, tmp_path / "scratch", pretrained_checkpoint_uri=str(tmp_path / "none"))
+
+
+@pytest.mark.parametrize("preset", PRESETS.values(), ids=lambda p: p.name)
+def test_each_presets_checkpoint_is_fetched_without_google_credentials(
+    preset, http_files, monkeypatch, tmp_path
+):
+    """Model Garden's published archives over https, here served at their path by a stand-in."""
+    import google.auth
+
+    def no_credentials(*args, **kwargs):
+        raise AssertionError("Google credentials were looked for")
+
+    monkeypatch.setattr(google.auth, "default", no_credentials)
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    published = urlparse(preset.pretrained_checkpoint)
+    assert (published.scheme, published.netloc) == ("https", "storage.googleapis.com")
+    assert published.path.startswith("/tf_model_garden/vision/")
+
+    modules = {name: tf.Module() for name in preset.pretrained_modules}
+    for module in modules.values():
+        module.kernel = tf.Variable(tf.ones([3, 3]))
+    folder = tmp_path / "ckpt"
+    tf.train.Checkpoint(**modules).write(str(folder / "ckpt-28080"))
+    archive = http_files.root / published.path.lstrip("/")
+    archive.parent.mkdir(parents=True)
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname=Path(published.path).name.split(".")[0])
+    served = dataclasses.replace(preset, pretrained_checkpoint=http_files.url(published.path[1:]))
+
+    lines = []
+    weights = pretrained_weights("preset", served, tmp_path / "scratch", lines.append)
+    assert weights.checkpoint.endswith("/ckpt-28080")
+    assert weights.modules == list(preset.pretrained_modules)
+    assert http_files.paths == [f"GET {published.path}"]
