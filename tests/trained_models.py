@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cvat_kfp.components.common.synthetic import make_shapes_dataset
-from cvat_kfp.components.convert_to_tfrecord.convert import convert_dataset
+from cvat_kfp.components.convert_to_tfrecord.convert import run_convert_to_tfrecord
 
 CLASSES = ("circle", "square", "triangle")
 IMAGE_SIZE = (256, 192)  # width, height: not square, so box and mask scaling is exercised
@@ -45,7 +45,7 @@ def make_split_tfrecords(root: Path, split: str, num_images: int, seed: int) -> 
         max_shapes=2,
         seed=seed,
     )
-    convert_dataset(dataset, root / split, split, num_workers=1)
+    run_convert_to_tfrecord(dataset, root / split, split_name=split, num_workers=1)
     return root / split
 
 

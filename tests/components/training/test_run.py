@@ -13,7 +13,7 @@ from official.core import task_factory
 
 from cvat_kfp.components.common import storage
 from cvat_kfp.components.common.synthetic import make_shapes_dataset
-from cvat_kfp.components.convert_to_tfrecord.convert import convert_dataset
+from cvat_kfp.components.convert_to_tfrecord.convert import run_convert_to_tfrecord
 from cvat_kfp.components.training import engine
 from cvat_kfp.components.training.engine import TrainingInputError
 from cvat_kfp.components.training.experiment import experiment_config_from_yaml
@@ -37,7 +37,9 @@ def make_split(root: Path, split: str, *, classes=None, include_masks=True, seed
     dataset = make_shapes_dataset(
         root / f"{split}_dataset", num_images=4, image_size=(160, 128), seed=seed, **options
     )
-    convert_dataset(dataset, root / split, split, include_masks=include_masks, num_workers=1)
+    run_convert_to_tfrecord(
+        dataset, root / split, split_name=split, include_masks=include_masks, num_workers=1
+    )
     return root / split
 
 
