@@ -63,12 +63,11 @@ def train_tiny_model(root: Path, preset: str = "retinanet-mobilenetv2-light") ->
     }
     model_dir = root / "model"
     run_training(
+        splits["train"],
+        splits["val"],
+        model_dir,
         component=COMPONENTS[preset],
         preset=preset,
         hyperparameters=HYPERPARAMETERS[preset],
-        train_dir=splits["train"],
-        val_dir=splits["val"],
-        model_dir=model_dir,
-        log=lambda message: None,
     )
     return model_dir
