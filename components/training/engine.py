@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import glob
 import json
+import logging
 import math
 import statistics
 import time
@@ -67,6 +68,20 @@ COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 STAGE_4_STRIDE = 16
 
 Log = Callable[[str], None]
+
+
+class _DropOrbitsLoggedCopies(logging.Filter):
+    """orbit's Controller both prints each progress line and logs it through absl at INFO, so a
+    component log showed each twice (bare, and again through the KFP executor's root handler):
+    keep the print, which is also the one copy seen where no handler is configured. absl records
+    the line under the Controller method that called orbit's `_log`, hence the match by file."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from_controller = record.pathname == orbit.controller.__file__
+        return not (from_controller and record.levelno == logging.INFO)
+
+
+logging.getLogger("absl").addFilter(_DropOrbitsLoggedCopies())
 
 
 class TrainingInputError(ValueError):

@@ -29,6 +29,7 @@ the engine's checkpoint manager calls Model Garden's initialization only when it
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Callable
@@ -60,6 +61,7 @@ HEAD_SECTIONS = ("head", "rpn_head", "detection_head", "mask_head", "include_mas
 LINEAGE_KEYS = ("split", "num_examples", "num_instances", "num_shards", "has_masks", "source")
 
 Log = Callable[[str], None]
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -129,28 +131,28 @@ class RunPlan:
         return self.train.label_map
 
 
-@dataclass
-class RunResult:
+@dataclass(frozen=True)
+class TrainingResult:
     train: TrainResult
-    metrics: dict[str, float]  # flat, for a KFP Metrics artifact
-    metadata: dict[str, Any]  # for the KFP Model artifact; also model.json
+    metrics: dict[str, float]  # flat, for the KFP Metrics output
+    metadata: dict[str, dict]  # keyed by the face's output: model (also model.json)
 
 
 def run_training(
+    train_tfrecords_dir: str | os.PathLike,
+    val_tfrecords_dir: str | os.PathLike | None,
+    model_dir: str | os.PathLike,
     *,
     component: str,
     preset: str,
     hyperparameters: str,
-    train_dir: str | os.PathLike,
-    val_dir: str | os.PathLike | None,
-    model_dir: str | os.PathLike,
     checkpoint_uri: str = "",
     init_model_dir: str | os.PathLike | None = None,
     pretrained_checkpoint_uri: str = "",
-    log: Log = print,
-) -> RunResult:
+) -> TrainingResult:
     """Train `preset` (a preset of `component`: "train_tfod" or "train_maskrcnn") on the TFRecords
-    artifacts `train_dir` and `val_dir` into the Model artifact directory `model_dir`.
+    artifacts `train_tfrecords_dir` and `val_tfrecords_dir` into the Model artifact directory
+    `model_dir`. Progress goes to this module's logger.
 
     `checkpoint_uri` is the durable checkpoint location (a local or mounted path, or gs://): the run
     mirrors its checkpoints there and resumes from the newest one. Empty: checkpoints stay in
@@ -163,15 +165,15 @@ def run_training(
             component=component,
             preset=preset,
             hyperparameters=hyperparameters,
-            train_dir=train_dir,
-            val_dir=val_dir,
+            train_dir=train_tfrecords_dir,
+            val_dir=val_tfrecords_dir,
             init_model_dir=init_model_dir,
             pretrained_checkpoint_uri=pretrained_checkpoint_uri,
             scratch=Path(scratch),
-            log=log,
+            log=logger.info,
         )
         if not checkpoint_uri:
-            log(
+            logger.info(
                 "no checkpoint_uri: checkpoints stay in the Model artifact only, so a restarted "
                 "pod starts over from step 0. Give a mounted path or gs:// URI to resume instead."
             )
@@ -182,12 +184,12 @@ def run_training(
             durable_uri=checkpoint_uri or None,
             devices=plan.devices,
             stages=plan.hp.stages,
-            log=log,
+            log=logger.info,
         )
     metrics = flat_metrics(result)
     metadata = model_metadata(plan, result, checkpoint_uri)
     (model_dir / METADATA_FILE).write_text(json.dumps(metadata, indent=1) + "\n", encoding="utf-8")
-    return RunResult(train=result, metrics=metrics, metadata=metadata)
+    return TrainingResult(train=result, metrics=metrics, metadata={"model": metadata})
 
 
 def plan_run(

@@ -55,6 +55,7 @@ def test_evaluate_model_runs_locally(tiny_retinanet, tmp_path):
     assert names == ["circle", "square", "triangle", "background"]
     assert len(matrix["rows"]) == 4
     evaluation = Path(run.outputs["evaluation"].path)
+    assert run.outputs["evaluation"].metadata["num_images"] == 8  # tests/trained_models.py
     saved = json.loads((evaluation / "metrics.json").read_text())
     assert saved["metrics"]["AP"] == pytest.approx(metrics["AP"])
     assert [r["row"] for r in matrix["rows"]] == saved["confusion_matrix"]["matrix"]

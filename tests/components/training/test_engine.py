@@ -13,7 +13,7 @@ from official.vision.tasks.retinanet import RetinaNetTask
 
 from cvat_kfp.components.common.label_map import LabelMap
 from cvat_kfp.components.common.synthetic import make_shapes_dataset
-from cvat_kfp.components.convert_to_tfrecord.convert import convert_dataset
+from cvat_kfp.components.convert_to_tfrecord.convert import run_convert_to_tfrecord
 from cvat_kfp.components.training import engine
 from cvat_kfp.components.training.engine import (
     DivergedLossError,
@@ -226,7 +226,9 @@ def test_intervals_stop_at_every_checkpoint_and_evaluation():
 
 def split_of(tmp_path, name, num_images, include_masks=True):
     dataset = make_shapes_dataset(tmp_path / f"{name}_dataset", num_images=num_images)
-    convert_dataset(dataset, tmp_path / name, name, include_masks=include_masks, num_workers=1)
+    run_convert_to_tfrecord(
+        dataset, tmp_path / name, split_name=name, include_masks=include_masks, num_workers=1
+    )
     return str(tmp_path / name / f"{name}-*.tfrecord")
 
 
