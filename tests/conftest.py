@@ -30,6 +30,17 @@ def temp_dir(tmp_path, monkeypatch) -> Path:
     return folder
 
 
+@pytest.fixture()
+def kfp_local(tmp_path) -> Path:
+    """kfp.local as the suite runs components: subprocesses in this venv (our package importable),
+    outputs under the returned pipeline root."""
+    from kfp import local
+
+    root = tmp_path / "root"
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
+    return root
+
+
 @pytest.fixture(scope="session")
 def tiny_retinanet(tmp_path_factory) -> Path:
     """A light RetinaNet trained 160 steps on shapes (tests/trained_models.py); `.parent/test`

@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
-from kfp import dsl, local
+from kfp import dsl
 from kfp.dsl import HTML, ClassificationMetrics, Dataset, Markdown, Metrics, Model
 
 from cvat_kfp.components.evaluate_model.component import evaluate_model
@@ -38,8 +38,7 @@ def evaluate_imported(model_uri: str, test_uri: str, max_report_images: int) -> 
     )
 
 
-def test_evaluate_model_runs_locally(tiny_retinanet, tmp_path):
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
+def test_evaluate_model_runs_locally(tiny_retinanet, tmp_path, kfp_local):
 
     run = evaluate_imported(
         model_uri=str(tiny_retinanet),
