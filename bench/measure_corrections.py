@@ -46,7 +46,7 @@ def main() -> None:
         os.environ.pop(name, None)
 
     from cvat_kfp.components.export_annotations import cvat_server
-    from cvat_kfp.components.export_annotations.export import export_annotations
+    from cvat_kfp.components.export_annotations.export import run_export_annotations
     from cvat_kfp.components.measure_corrections.corrections import run_measure_corrections
     from cvat_kfp.components.preannotate.preannotate import run_preannotate
     from tests.components.export_annotations.cvat_mock_server import CvatMockServer
@@ -72,8 +72,12 @@ def main() -> None:
         timings["preannotate (upload, ids recorded)"] = time.perf_counter() - started
         done = review(server, 1, out / "predictions", rates, args.added, args.seed)
         started = time.perf_counter()
-        export_annotations(
-            out / "reviewed", cvat_url=server.url, task_ids="1", format_name="CVAT for images 1.1"
+        run_export_annotations(
+            out / "reviewed",
+            out / "export.md",
+            cvat_url=server.url,
+            task_ids="1",
+            annotation_format="CVAT for images 1.1",
         )
         timings["export-annotations (CVAT for images 1.1)"] = time.perf_counter() - started
         started = time.perf_counter()

@@ -10,7 +10,7 @@ import pytest
 
 from cvat_kfp.components.common.dataset import Dataset
 from cvat_kfp.components.export_annotations import cvat_server
-from cvat_kfp.components.export_annotations.export import export_annotations
+from cvat_kfp.components.export_annotations.export import run_export_annotations
 from cvat_kfp.components.measure_corrections.corrections import (
     run_measure_corrections,
     same_frame_name,
@@ -59,7 +59,13 @@ def preannotate(server, tmp_path, frames=12, seed=3):
 def export(server, tmp_path, annotation_format="CVAT for images 1.1"):
     out = tmp_path / "reviewed"
     shutil.rmtree(out, ignore_errors=True)
-    export_annotations(out, cvat_url=server.url, task_ids=str(TASK), format_name=annotation_format)
+    run_export_annotations(
+        out,
+        tmp_path / "export.md",
+        cvat_url=server.url,
+        task_ids=str(TASK),
+        annotation_format=annotation_format,
+    )
     return out
 
 
