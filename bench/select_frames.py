@@ -4,7 +4,10 @@ of a pool to a small seed set, against adding N random frames, same budget, real
 One round of the loop on generated shapes (components/common/synthetic.py):
 1. a seed model: the light RetinaNet trained from scratch on the seed set;
 2. select-frames ranks the pool (as a folder of images, the model as a trained Model directory)
-   and picks N frames: with diversity (the default radius) and without (uncertainty only);
+   and picks N frames: with diversity (the default radius) and without (uncertainty only). The
+   class threshold it measures uncertainty against is the seed model's F1-best score on a small
+   validation split (as evaluate-model calibrates one; `--score-threshold` gives one instead):
+   a young model scores low, and at 0.5 nearly every frame has "nothing confident";
 3. N random frames of the pool, for several draws;
 4. for each choice, a new model trained from scratch on seed + chosen with the same schedule and
    training seed, evaluated (COCO AP on boxes) on a held-out test split.
@@ -92,11 +95,23 @@ def make_data(out: Path, seed_count: int, pool_scenes: int, duplicates: int, tes
     return dataset, seed_ids, pool_ids, pool_dir, out / "test"
 
 
-def train(out: Path, name: str, dataset: Dataset, image_ids, test_dir: Path, steps: int, seed: int):
-    """A model trained from scratch on these images; (its directory, test AP, AP50, seconds)."""
+def train(
+    out: Path, name: str, dataset: Dataset, image_ids, test_dir: Path, steps: int, seed: int,
+    reuse: bool = False,
+):  # fmt: skip
+    """A model trained from scratch on these images; (its directory, test AP, AP50).
+
+    `reuse`: an earlier run's model of the same images and schedule, when there is one."""
     from cvat_kfp.components.training.run import run_training
 
     work = out / name
+    recipe = {"images": sorted(image_ids), "steps": steps, "seed": seed}
+    if reuse and (work / "recipe.json").is_file() and (work / "model" / "model.json").is_file():
+        if json.loads((work / "recipe.json").read_text()) == recipe:
+            metrics = json.loads((work / "model" / "model.json").read_text())["metrics"]
+            ap, ap50 = metrics["AP"], metrics["AP50"]
+            print(f"  {name}: {len(image_ids)} images, test AP {ap:.3f}, AP50 {ap50:.3f} (reused)")
+            return work / "model", ap, ap50
     shutil.rmtree(work, ignore_errors=True)
     dataset.subset(image_ids).save(work / "dataset")
     convert_dataset(work / "dataset", work / "train", "train", num_workers=1)
@@ -111,12 +126,56 @@ def train(out: Path, name: str, dataset: Dataset, image_ids, test_dir: Path, ste
         log=lambda message: None,
     )
     seconds = time.perf_counter() - started
+    (work / "recipe.json").write_text(json.dumps(recipe))
     ap, ap50 = result.metrics.get("AP", float("nan")), result.metrics.get("AP50", float("nan"))
     print(f"  {name}: {len(image_ids)} images, test AP {ap:.3f}, AP50 {ap50:.3f} ({seconds:.0f} s)")
     return work / "model", ap, ap50
 
 
-def select(out: Path, name: str, model_dir: Path, pool_dir: Path, top_n: int, radius: float):
+def calibrated_threshold(model_dir: Path, val: Dataset) -> tuple[float, float]:
+    """The score threshold with the best F1 at IoU 0.5 on `val` (all classes together; ties to
+    the higher threshold), and that F1."""
+    from cvat_kfp.components.inference.predictor import TrainedPredictor
+    from cvat_kfp.components.select_frames.selection import box_iou
+
+    predictor = TrainedPredictor(model_dir)
+    names = {c["id"]: c["name"] for c in val.categories}
+    outcomes, objects = [], 0  # (score, matched)
+    for image in val.images:
+        picture = np.asarray(Image.open(val.image_path(image)).convert("RGB"))
+        height, width = picture.shape[:2]
+        truths = [
+            (names[a["category_id"]], np.array([a["bbox"][1] / height, a["bbox"][0] / width,
+             (a["bbox"][1] + a["bbox"][3]) / height, (a["bbox"][0] + a["bbox"][2]) / width]))
+            for a in val.annotations_by_image()[image["id"]]
+        ]  # fmt: skip
+        objects += len(truths)
+        found = predictor.predict(picture)
+        taken = set()
+        for k in np.argsort(-found.scores):
+            best, match = 0.5, None
+            for t, (name, box) in enumerate(truths):
+                if t in taken or name != found.class_names[k]:
+                    continue
+                overlap = box_iou(found.boxes[k], box)
+                if overlap >= best:
+                    best, match = overlap, t
+            if match is not None:
+                taken.add(match)
+            outcomes.append((float(found.scores[k]), match is not None))
+    outcomes.sort(key=lambda o: -o[0])
+    best_f1, best_threshold, true_positives = 0.0, 0.5, 0
+    for kept, (score, matched) in enumerate(outcomes, start=1):
+        true_positives += matched
+        f1 = 2 * true_positives / (kept + objects)
+        if f1 > best_f1 or (f1 == best_f1 and score > best_threshold):
+            best_f1, best_threshold = f1, score
+    return best_threshold, best_f1
+
+
+def select(
+    out: Path, name: str, model_dir: Path, pool_dir: Path, top_n: int, radius: float, threshold
+):
     from cvat_kfp.components.inference.predictor import TrainedPredictor
     from cvat_kfp.components.select_frames.selection import run_select_frames
 
@@ -127,6 +186,7 @@ def select(out: Path, name: str, model_dir: Path, pool_dir: Path, top_n: int, ra
         str(out / name / "report.md"),
         images_dir=str(pool_dir),
         top_n=top_n,
+        score_threshold=threshold,
         diversity_radius=radius,
         predictor=TrainedPredictor(model_dir),
     )
@@ -148,10 +208,15 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=240, help="pool scenes")
     parser.add_argument("--duplicates", type=int, default=1, help="frames per pool scene")
     parser.add_argument("--test-images", type=int, default=60)
+    parser.add_argument("--val-images", type=int, default=24, help="to calibrate the threshold")
+    parser.add_argument("--score-threshold", type=float, help="instead of calibrating one")
     parser.add_argument("--top-n", type=int, default=24)
     parser.add_argument("--steps", type=int, default=160)
     parser.add_argument("--random-draws", type=int, default=2)
     parser.add_argument("--train-seed", type=int, default=1)
+    parser.add_argument(
+        "--reuse", action="store_true", help="reuse an earlier run's models of the same images"
+    )
     args = parser.parse_args()
 
     started = time.perf_counter()
@@ -167,13 +232,23 @@ def main() -> None:
     )
     print("round 0:")
     seed_model, seed_ap, seed_ap50 = train(
-        out, "seed", dataset, seed_ids, test_dir, args.steps, args.train_seed
+        out, "seed", dataset, seed_ids, test_dir, args.steps, args.train_seed, args.reuse
     )
     print("selection:")
+    threshold = args.score_threshold
+    if threshold is None:
+        val = make_shapes_dataset(
+            out / "val_dataset", args.val_images, IMAGE_SIZE, CLASSES, max_shapes=3, seed=13
+        )
+        threshold, f1 = calibrated_threshold(seed_model, Dataset.load(val))
+        print(
+            f"  threshold {threshold:.3f}: the seed model's best F1 ({f1:.3f}) on "
+            f"{args.val_images} val images"
+        )
     choices = {
-        "select-frames": select(out, "selected", seed_model, pool_dir, args.top_n, 0.5),
+        "select-frames": select(out, "selected", seed_model, pool_dir, args.top_n, 0.5, threshold),
         "uncertainty only (radius 0)": select(
-            out, "selected_radius0", seed_model, pool_dir, args.top_n, 0.0
+            out, "selected_radius0", seed_model, pool_dir, args.top_n, 0.0, threshold
         ),
     }
     names = sorted(p.name for p in pool_dir.iterdir())
@@ -184,7 +259,7 @@ def main() -> None:
     for number, (label, picked) in enumerate(choices.items()):
         ids = seed_ids + [id_of[name] for name in picked]
         _, ap, ap50 = train(
-            out, f"round1_{number}", dataset, ids, test_dir, args.steps, args.train_seed
+            out, f"round1_{number}", dataset, ids, test_dir, args.steps, args.train_seed, args.reuse
         )
         results[label] = (ap, ap50, len({name.split(".")[0].split("_")[1] for name in picked}))
 

@@ -39,7 +39,7 @@ import re
 import tempfile
 from collections import Counter
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
@@ -184,6 +184,7 @@ def run_select_frames(
     credentials = None
     if options.task_id is not None or options.create_task:
         credentials, credentials_source = credentials_from_env()  # before the model loads
+    folder = _FolderSource(Path(images_dir)) if options.task_id is None else None
     if predictor is None:
         from ..inference.predictor import load_predictor
 
@@ -191,17 +192,14 @@ def run_select_frames(
     thresholds = class_thresholds(predictor, options.score_threshold)
     ranking_dir = Path(ranking_dir)
     if credentials is None:
-        source = _FolderSource(Path(images_dir))
+        source = folder
         ranked = _rank(source, predictor, thresholds, options)
         cvat_task = None
     else:
         call = CvatCaller(cvat_url, credentials_source, retries, retry_delay, logger.info)
         with CvatClient(cvat_url, call, poll_interval, timeout=3600) as client:
             connect(client, call, credentials)
-            if options.task_id is not None:
-                source = _CvatSource(call, client, options.task_id, options.frames)
-            else:
-                source = _FolderSource(Path(images_dir))
+            source = folder or _CvatSource(call, client, options.task_id, options.frames)
             ranked = _rank(source, predictor, thresholds, options)
             cvat_task = None
             if options.create_task:
@@ -837,7 +835,6 @@ class _Outcome:
     thresholds: Mapping[str, float]
     ranked: _Ranked
     cvat_task: SelectionTask | None
-    notes: list[str] = field(default_factory=list)
 
 
 def _frame_json(frame: RankedFrame) -> dict:

@@ -136,7 +136,7 @@ def test_a_killed_run_continues_from_its_checkpoint(resumed_run):
     assert _latest_step(checkpoint_uri) == NUM_STEPS
 
 
-def test_fine_tunes_an_earlier_model_through_the_importer_then_preannotates(
+def test_fine_tunes_an_earlier_model_through_the_importer_then_preannotates_and_selects(
     resumed_run, cvat_export, tmp_path, monkeypatch
 ):
     parent = resumed_run[0].find("model", "train-tfod")
@@ -148,6 +148,8 @@ def test_fine_tunes_an_earlier_model_through_the_importer_then_preannotates(
     console = io.StringIO()
     with CvatMockServer() as cvat:
         cvat.add_task(5, labels=list(SHAPES), frames=[(f.name, f.read_bytes()) for f in frames])
+        pool = _task_frames(tmp_path / "pool", seed=12, count=4)
+        cvat.add_task(6, labels=list(SHAPES), frames=[(f.name, f.read_bytes()) for f in pool])
         run = run_locally(
             "tfod_training",
             _arguments(
@@ -157,12 +159,19 @@ def test_fine_tunes_an_earlier_model_through_the_importer_then_preannotates(
                 cvat_url=cvat.url,
                 preannotate_task_id="5",
                 preannotate_score_threshold=0.05,
+                select_task_id="6",
+                select_top_n=2,
+                select_create_task=True,
             ),
             tmp_path / "runs",
             console=console,
         )
         uploaded = cvat.shapes(5)
-        frame_requests = [r for r in cvat.requests if r.query.get("type") == "frame"]
+        frame_requests = [
+            r for r in cvat.requests if r.query.get("type") == "frame" and "/tasks/5/" in r.path
+        ]
+        selection_tasks = {i: t for i, t in cvat.tasks.items() if i not in (5, 6)}
+        selection_frames = {i: [f.data for f in cvat.frames[i]] for i in selection_tasks}
 
     # the parent enters as an imported artifact (its lineage shows in the Kubeflow UI)
     assert "✓ import-init-model" in console.getvalue()
@@ -179,11 +188,21 @@ def test_fine_tunes_an_earlier_model_through_the_importer_then_preannotates(
     assert len(predictions["images"]) == len(frames)
     assert len(uploaded) == len(predictions["annotations"])
     assert {shape["type"] for shape in uploaded} <= {"rectangle"}
+    # the new model ranked the pool task and put the 2 frames to label next in a new task
+    assert "✓ select-frames" in console.getvalue()
+    ranking = json.loads((run.find("ranking", "select-frames") / "ranking.json").read_text())
+    assert len(ranking["frames"]) == len(pool) and len(ranking["selected"]) == 2
+    assert run.find("report", "select-frames").read_text().count("data:image/jpeg") == 2
+    ((task_id, task),) = selection_tasks.items()
+    assert ranking["cvat_task"]["task_id"] == task_id and task["name"].startswith("select_frames")
+    picked = [pool[s["frame"]].read_bytes() for s in ranking["selected"]]
+    assert selection_frames[task_id] == picked
 
 
-def _task_frames(root: Path) -> list[Path]:
-    """New images of the shapes the model learnt: the frames of the CVAT task to pre-annotate."""
-    dataset = make_shapes_dataset(root, num_images=3, image_size=(200, 150), seed=11)
+def _task_frames(root: Path, seed: int = 11, count: int = 3) -> list[Path]:
+    """New images of the shapes the model learnt: the frames of a CVAT task to pre-annotate (or
+    to select from)."""
+    dataset = make_shapes_dataset(root, num_images=count, image_size=(200, 150), seed=seed)
     return sorted((dataset / "images").iterdir())
 
 
