@@ -26,6 +26,7 @@ NAMES = ("cat", "dog")
 W, H = 48, 32
 BOX = [0.1, 0.1, 0.6, 0.6]
 NEAR_BOX = [0.12, 0.1, 0.6, 0.62]
+FAR_BOX = [0.7, 0.7, 0.9, 0.9]
 
 
 def detections(*found) -> Detections:
@@ -51,10 +52,22 @@ def test_a_detection_at_the_threshold_is_the_most_uncertain():
     assert near_threshold(0.0, 0.3) == 0.0 and near_threshold(1.0, 0.3) == 0.0
     assert near_threshold(0.65, 0.3) == pytest.approx(0.5)
 
-    score = frame_uncertainty(detections(("cat", 0.98), ("dog", 0.55)), THRESHOLDS)
-    assert score.uncertainty == pytest.approx(0.9) and score.near_threshold == score.uncertainty
+    score = frame_uncertainty(detections(("cat", 0.98), ("dog", 0.55, FAR_BOX)), THRESHOLDS)
+    assert score.near_threshold == pytest.approx(0.9)
+    assert score.uncertainty == pytest.approx(0.04 + 0.9)  # the sum over the two objects
     assert score.reason == "near the threshold: dog at 0.55 (threshold 0.50)"
-    assert (score.detections, score.confident, score.nothing_confident) == (2, 2, 0.0)
+    assert (score.objects, score.detections, score.confident) == (2, 2, 2)
+    assert score.nothing_confident == 0.0
+
+
+def test_uncertain_objects_add_up_and_faint_boxes_do_not_count():
+    boxes = ([0.0, 0.0, 0.2, 0.2], [0.3, 0.3, 0.5, 0.5], [0.6, 0.6, 0.8, 0.8])
+    three = detections(*[("cat", 0.5, box) for box in boxes])
+    assert frame_uncertainty(three, THRESHOLDS).uncertainty == pytest.approx(3.0)
+    # a detector gives out dozens of faint boxes: under half the threshold, not objects
+    faint = [("dog", 0.2, [0.05 * k, 0.0, 0.05 * k + 0.04, 0.04]) for k in range(20)]
+    one = frame_uncertainty(detections(("cat", 0.5, boxes[0]), *faint), THRESHOLDS)
+    assert (one.objects, one.detections) == (1, 21) and one.uncertainty == pytest.approx(1.0)
 
 
 def test_two_classes_on_one_object_are_a_confusion():
