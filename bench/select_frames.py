@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO))
 
 from cvat_kfp.components.common.dataset import IMAGES_DIR, Dataset  # noqa: E402
 from cvat_kfp.components.common.synthetic import make_shapes_dataset  # noqa: E402
-from cvat_kfp.components.convert_to_tfrecord.convert import convert_dataset  # noqa: E402
+from cvat_kfp.components.convert_to_tfrecord.convert import run_convert_to_tfrecord  # noqa: E402
 
 PRESET = "retinanet-mobilenetv2-light"
 CLASSES = ("circle", "square", "triangle")
@@ -91,7 +91,8 @@ def make_data(out: Path, seed_count: int, pool_scenes: int, duplicates: int, tes
     test = make_shapes_dataset(
         out / "test_dataset", test_count, IMAGE_SIZE, CLASSES, max_shapes=3, seed=12
     )
-    convert_dataset(test, out / "test", "test", num_workers=1)
+    shutil.rmtree(out / "test", ignore_errors=True)
+    run_convert_to_tfrecord(test, out / "test", split_name="test", num_workers=1)
     return dataset, seed_ids, pool_ids, pool_dir, out / "test"
 
 
@@ -114,16 +115,15 @@ def train(
             return work / "model", ap, ap50
     shutil.rmtree(work, ignore_errors=True)
     dataset.subset(image_ids).save(work / "dataset")
-    convert_dataset(work / "dataset", work / "train", "train", num_workers=1)
+    run_convert_to_tfrecord(work / "dataset", work / "train", split_name="train", num_workers=1)
     started = time.perf_counter()
     result = run_training(
+        work / "train",
+        test_dir,  # evaluated once, after the last step: no checkpoint is chosen by it
+        work / "model",
         component="train_tfod",
         preset=PRESET,
         hyperparameters=hyperparameters(steps, seed),
-        train_dir=work / "train",
-        val_dir=test_dir,  # evaluated once, after the last step: no checkpoint is chosen by it
-        model_dir=work / "model",
-        log=lambda message: None,
     )
     seconds = time.perf_counter() - started
     (work / "recipe.json").write_text(json.dumps(recipe))
