@@ -103,9 +103,15 @@ def comparable_labels(labels_v2: list[dict]) -> list[dict]:
     )
 
 
-def register(client: Client, name: str, parameters: dict, visibility: str = "private") -> int:
+def register(
+    client: Client,
+    name: str,
+    parameters: dict,
+    visibility: str = "private",
+    function_module: str = FUNCTION_MODULE,
+) -> int:
     """The id of the native function `name`, created with cvat-cli's create-native if absent."""
-    function = FunctionLoader(FUNCTION_MODULE, None, parameters).load()
+    function = FunctionLoader(function_module, None, parameters).load()
     wanted = AgentDetectionFunctionDriver.get_remote_function_fields(function.spec)["labels_v2"]
     existing = find_function(client, name)
     if existing is not None:
@@ -131,7 +137,13 @@ def register(client: Client, name: str, parameters: dict, visibility: str = "pri
     return int(created["id"])
 
 
-def serve(client: Client, name: str, parameters: dict, burst: bool = False) -> None:
+def serve(
+    client: Client,
+    name: str,
+    parameters: dict,
+    burst: bool = False,
+    function_module: str = FUNCTION_MODULE,
+) -> None:
     """cvat-cli's agent for the native function `name`."""
     existing = find_function(client, name)
     if existing is None:
@@ -139,7 +151,7 @@ def serve(client: Client, name: str, parameters: dict, burst: bool = False) -> N
             f"no native function called {name!r} on the server: register it first "
             "(the registration Job of deploy/agent/, or this module's `register` command)"
         )
-    loader = FunctionLoader(FUNCTION_MODULE, None, parameters)
+    loader = FunctionLoader(function_module, None, parameters)
     run_agent(client, loader, existing["id"], burst=burst)
 
 
@@ -162,6 +174,11 @@ def parser() -> argparse.ArgumentParser:
             dest="function_parameters",
             help="a parameter of cvat_function.create, e.g. model=str:gs://bucket/exported",
         )
+        sub.add_argument(
+            "--function-module",
+            default=FUNCTION_MODULE,
+            help="another cvat-sdk function module to serve (default: our model's)",
+        )
         if command == "register":
             sub.add_argument("--visibility", choices=("private", "public"), default="private")
         else:
@@ -177,19 +194,20 @@ def main(argv: list[str] | None = None) -> int:
     command, name = args.command, args.name
     parameters = args.function_parameters or {}
     del args._needs_client
+    module = args.function_module
     options = {key: getattr(args, key, None) for key in ("visibility", "burst")}
-    for key in ("command", "name", "function_parameters", "visibility", "burst"):
+    for key in ("command", "name", "function_parameters", "function_module", "visibility", "burst"):
         if hasattr(args, key):
             delattr(args, key)
-    if "model" not in parameters:
+    if module == FUNCTION_MODULE and "model" not in parameters:
         print("error: give the model: -p model=str:URI", file=sys.stderr)
         return 2
     try:
         with build_client(args, logger=logger) as client:
             if command == "register":
-                register(client, name, parameters, options["visibility"])
+                register(client, name, parameters, options["visibility"], module)
             else:
-                serve(client, name, parameters, burst=bool(options["burst"]))
+                serve(client, name, parameters, bool(options["burst"]), module)
     except (CriticalError, ApiException, HTTPError, AuthStoreError, ValueError) as error:
         # ValueError: a bad -p parameter (cvat_function.ModelSourceError among them)
         logger.critical(error)

@@ -842,7 +842,8 @@ def _frame(name: str, data: bytes) -> MockFrame:
         return MockFrame(name, data, image.width, image.height, content_type)
 
 
-FUNCTION_QUEUE = r"/api/functions/queues/function:(\d+)/requests"
+# cvat-sdk percent-encodes the ":" of the queue id
+FUNCTION_QUEUE = r"/api/functions/queues/function(?::|%3[Aa])(\d+)/requests"
 FUNCTION_ROUTES = [  # the native functions API, as ROUTES
     ("POST", r"/api/functions/?", "create_function", True),
     ("GET", r"/api/functions/?", "list_functions", True),

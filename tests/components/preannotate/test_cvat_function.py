@@ -22,7 +22,7 @@ from cvat_kfp.components.preannotate.cvat_function import (
     fetch_model,
 )
 from tests.components.export_annotations.cvat_mock_server import CvatMockServer
-from tests.components.preannotate.test_preannotate import H, W, FakePredictor, det, png
+from tests.components.preannotate.test_preannotate import FakePredictor, H, W, det, png
 from tests.http_file_server import http_files  # noqa: F401
 
 NAMES = ("cat", "dog")
@@ -129,9 +129,7 @@ def two_part_mask():
 
 def test_masks_reach_cvat_as_masks_of_the_same_pixels(cvat):
     mask = two_part_mask()
-    predictor = FakePredictor(
-        NAMES, [[det("cat", 0.9, 3, 2, 35, 25, mask=mask)]], has_masks=True
-    )
+    predictor = FakePredictor(NAMES, [[det("cat", 0.9, 3, 2, 35, 25, mask=mask)]], has_masks=True)
 
     shapes = annotate(cvat, predictor, frames(1))
 
@@ -142,9 +140,7 @@ def test_masks_reach_cvat_as_masks_of_the_same_pixels(cvat):
 
 def test_conv_mask_to_poly_gives_one_polygon_per_part(cvat):
     mask = two_part_mask()
-    predictor = FakePredictor(
-        NAMES, [[det("cat", 0.9, 3, 2, 35, 25, mask=mask)]], has_masks=True
-    )
+    predictor = FakePredictor(NAMES, [[det("cat", 0.9, 3, 2, 35, 25, mask=mask)]], has_masks=True)
 
     shapes = annotate(cvat, predictor, frames(1), conv_mask_to_poly=True)
 
