@@ -23,7 +23,6 @@ from cvat_kfp.components.preannotate.cvat_function import (
 )
 from tests.components.export_annotations.cvat_mock_server import CvatMockServer
 from tests.components.preannotate.test_preannotate import FakePredictor, H, W, det, png
-from tests.http_file_server import http_files  # noqa: F401
 
 NAMES = ("cat", "dog")
 
@@ -240,7 +239,7 @@ def test_an_archive_is_extracted_once_into_the_cache(tmp_path):
     assert len([p for p in (tmp_path / "cache").iterdir()]) == 1
 
 
-def test_an_https_archive_is_downloaded_once(tmp_path, http_files):  # noqa: F811
+def test_an_https_archive_is_downloaded_once(tmp_path, http_files):
     zipped(fake_export(tmp_path / "exported"), http_files.root / "model.zip")
     url = http_files.url("model.zip") + "?X-Goog-Signature=secret"
 
@@ -252,7 +251,7 @@ def test_an_https_archive_is_downloaded_once(tmp_path, http_files):  # noqa: F81
     assert http_files.requests == requests
 
 
-def test_a_missing_model_is_named_and_the_signature_kept_out(tmp_path, http_files):  # noqa: F811
+def test_a_missing_model_is_named_and_the_signature_kept_out(tmp_path, http_files):
     with pytest.raises(ModelSourceError, match="no such file or folder"):
         fetch_model(str(tmp_path / "nowhere"), tmp_path / "cache")
     with pytest.raises(ModelSourceError, match="no model given"):
