@@ -114,7 +114,16 @@ def check_arguments(pipeline_name: str, arguments: Mapping[str, Any]) -> dict[st
             f"{pipeline_name} has no parameter(s) {', '.join(map(repr, unknown))}; "
             f"its parameters are: {', '.join(parameters)}"
         )
-    return {name: _convert(parameters[name], value) for name, value in arguments.items()}
+    checked = {name: _convert(parameters[name], value) for name, value in arguments.items()}
+    if checked.get("cvat_url"):
+        # Refused here, before KFP logs the run's parameters, and not only in the component.
+        from cvat_kfp.components.common.cvat_client import check_cvat_url
+
+        try:
+            check_cvat_url(checked["cvat_url"])
+        except ValueError as error:
+            raise ParameterError(str(error)) from None
+    return checked
 
 
 def parse_assignments(pipeline_name: str, assignments: Iterable[str]) -> dict[str, Any]:

@@ -19,6 +19,8 @@ from cvat_sdk.core.client import AccessTokenCredentials, Client, Config, Passwor
 from cvat_sdk.core.exceptions import BackgroundRequestException
 from cvat_sdk.version import VERSION as SDK_VERSION
 
+from .redaction import has_user_info, redact_text, redact_url
+
 TOKEN_VAR = "CVAT_ACCESS_TOKEN"
 USERNAME_VAR = "CVAT_USERNAME"
 PASSWORD_VAR = "CVAT_PASSWORD"
@@ -49,11 +51,23 @@ def credentials_from_env():
     )
 
 
+def check_cvat_url(cvat_url: str) -> str:
+    """`cvat_url`, refused (ValueError) when it carries credentials: URLs end up in logs."""
+    if has_user_info(cvat_url):
+        raise ValueError(
+            f"cvat_url {redact_url(cvat_url)} carries credentials (user:password@ before the "
+            "host), and URLs are logged and shown in the KFP UI: remove them from the URL and put "
+            f"them in the Kubernetes Secret the pipeline maps to {TOKEN_VAR} (a personal access "
+            f"token), or to {USERNAME_VAR} and {PASSWORD_VAR}"
+        )
+    return cvat_url
+
+
 class CvatCaller:
     """Calls the server: retries transient failures with backoff, turns refusals into advice."""
 
     def __init__(self, server_url, credentials_source, retries, retry_delay, log):
-        self.server_url = server_url
+        self.server_url = redact_url(check_cvat_url(server_url))  # as messages show it
         self.credentials_source = credentials_source
         self.retries = retries
         self.retry_delay = retry_delay
@@ -71,7 +85,7 @@ class CvatCaller:
                     raise CvatServerError(
                         f"could not {what} on {self.server_url} after {attempt + 1} attempts: "
                         f"{_describe(error)}"
-                    ) from error
+                    ) from None
                 delay = max(self._backoff(attempt), _retry_after(error))
                 self.log(
                     f"could not {what} ({_describe(error)}); "
@@ -79,7 +93,7 @@ class CvatCaller:
                 )
                 time.sleep(delay)
             except BackgroundRequestException as error:
-                raise CvatServerError(f"CVAT failed to {what}: {error}") from None
+                raise CvatServerError(f"CVAT failed to {what}: {redact_text(error)}") from None
 
     def _backoff(self, attempt: int) -> float:
         return min(self.retry_delay * 2**attempt, MAX_RETRY_DELAY)
@@ -121,11 +135,13 @@ def _is_transient(error: Exception) -> bool:
 
 
 def _describe(error: Exception) -> str:
+    """The error in one line, URLs redacted: HTTP libraries quote the request's URL."""
     if not isinstance(error, ApiException):
-        return str(getattr(error, "reason", None) or error)
+        return redact_text(getattr(error, "reason", None) or error)
     body = error.body.decode("utf-8", "replace") if isinstance(error.body, bytes) else error.body
     body = " ".join((body or "").split())[:300]
-    return f"HTTP {error.status} {error.reason or ''}".rstrip() + (f": {body}" if body else "")
+    described = f"HTTP {error.status} {error.reason or ''}".rstrip() + (f": {body}" if body else "")
+    return redact_text(described)
 
 
 def _retry_after(error: Exception) -> float:
@@ -188,7 +204,7 @@ def _percent(progress) -> str:
 
 def connect(client: CvatClient, call: CvatCaller, credentials) -> None:
     version = call("reach CVAT", client.get_server_version)
-    call.log(f"CVAT {version} at {client.api_map.host} (cvat-sdk {SDK_VERSION})")
+    call.log(f"CVAT {version} at {redact_url(client.api_map.host)} (cvat-sdk {SDK_VERSION})")
     call(f"log in with {call.credentials_source}", partial(client.login, credentials), login=True)
     organization = os.environ.get(ORGANIZATION_VAR, "").strip()
     if organization:

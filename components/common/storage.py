@@ -30,6 +30,9 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
+from .redaction import redact_text
+from .redaction import redact_url as redacted  # the name storage's callers know
+
 MARKER = "_SUCCESS"
 DEFAULT_WORKERS = 8
 
@@ -101,18 +104,6 @@ def join_uri(uri: str, relative: str) -> str:
     if scheme_of(uri) == "":
         return str(Path(uri) / relative)
     return str(uri).rstrip("/") + "/" + relative
-
-
-def redacted(uri: str) -> str:
-    """The URI without query string or user info: signed URLs carry secrets there."""
-    if scheme_of(uri) not in ("http", "https"):
-        return str(uri)
-    parsed = urllib.parse.urlsplit(uri)
-    host = parsed.hostname or ""
-    if parsed.port:
-        host = f"{host}:{parsed.port}"
-    query = "?..." if parsed.query else ""
-    return f"{parsed.scheme}://{host}{parsed.path}{query}"
 
 
 def safe_relative_path(name: str) -> PurePosixPath:
@@ -418,13 +409,16 @@ class HttpBackend(Backend):
                 return operation()
             except transient as exc:
                 if attempt == self.attempts:
+                    # Not chained: the library's own text quotes the URL, signature and all.
                     raise StorageError(
-                        f"{redacted(uri)}: {exc} (gave up after {attempt} attempts)"
-                    ) from exc
+                        f"{redacted(uri)}: {redact_text(exc)} (gave up after {attempt} attempts)"
+                    ) from None
                 delay = self.backoff_s * 2 ** (attempt - 1)
                 if isinstance(exc, _RetryableStatus) and exc.retry_after_s is not None:
                     delay = max(delay, exc.retry_after_s)
                 time.sleep(min(delay, HTTP_MAX_DELAY_S))
+            except requests.RequestException as exc:  # an invalid URL, too many redirects, ...
+                raise StorageError(f"{redacted(uri)}: {redact_text(exc)}") from None
         raise AssertionError("unreachable")
 
 

@@ -8,7 +8,6 @@ a bounded window of images at a time, consumed in dataset order so the output is
 
 from __future__ import annotations
 
-import json
 import math
 import multiprocessing
 import os
@@ -23,12 +22,12 @@ from pathlib import Path
 from ..common.dataset import Dataset, DatasetError
 from ..common.label_map import CSV_FILE, JSON_FILE, PBTXT_FILE
 from ..common.report import Report
+from ..common.tfrecords import MANIFEST_FILE, write_manifest
 from .example import STAGE, ImageResult, ImageTask, build_image_record, has_segmentation
 from .images import EXIF_POLICIES
 from .writer import Shard, ShardedTFRecordWriter
 
 DEFAULT_SHARD_SIZE_BYTES = 128 * 1024 * 1024
-MANIFEST_FILE = "manifest.json"
 TASKS_IN_FLIGHT_PER_WORKER = 4
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 SPLIT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -180,9 +179,7 @@ def _write_manifest(output_dir: Path, result: ConvertResult, shards: list[Shard]
         "label_map": {"pbtxt": PBTXT_FILE, "csv": CSV_FILE, "json": JSON_FILE},
         "report": result.report.summary(),
     }
-    temp = output_dir / f".{MANIFEST_FILE}.tmp"
-    temp.write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(temp, output_dir / MANIFEST_FILE)
+    write_manifest(output_dir, manifest)
 
 
 def pack_annotations_by_image(dataset: Dataset) -> list[bytes]:

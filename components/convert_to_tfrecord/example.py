@@ -14,33 +14,33 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from ..common.report import REFUSED, Entry, Report
+from ..common.tfrecords import (
+    AREA,
+    CLASS_LABEL,
+    CLASS_TEXT,
+    ENCODED,
+    FEATURE_KINDS,
+    FILENAME,
+    FORMAT,
+    HEIGHT,
+    IS_CROWD,
+    MASK,
+    OBJECT_KEYS,
+    SHA256,
+    SOURCE_ID,
+    WIDTH,
+    XMAX,
+    XMIN,
+    YMAX,
+    YMIN,
+)
 from .images import prepare_image
 from .masks import encode_mask_png, mask_rows, rle_counts
-from .tf_example import BYTES, FLOAT, INT64, encode_example
+from .tf_example import encode_example
 
 STAGE = "convert-to-tfrecord"
 # Below this many pixels a clip is float noise and a box has no extent.
 PIXEL_TOLERANCE = 1e-6
-
-FEATURE_KINDS = {
-    "image/height": INT64,
-    "image/width": INT64,
-    "image/filename": BYTES,
-    "image/source_id": BYTES,
-    "image/key/sha256": BYTES,
-    "image/encoded": BYTES,
-    "image/format": BYTES,
-    "image/object/bbox/xmin": FLOAT,
-    "image/object/bbox/xmax": FLOAT,
-    "image/object/bbox/ymin": FLOAT,
-    "image/object/bbox/ymax": FLOAT,
-    "image/object/class/text": BYTES,
-    "image/object/class/label": INT64,
-    "image/object/is_crowd": INT64,
-    "image/object/area": FLOAT,
-    "image/object/mask": BYTES,
-}
-OBJECT_KEYS = [key for key in FEATURE_KINDS if key.startswith("image/object/")]
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ def build_image_features(task: ImageTask) -> ImageResult:
     if prepared is None:
         return ImageResult(None, report.entries)
 
-    objects = {key: [] for key in OBJECT_KEYS if task.write_masks or key != "image/object/mask"}
+    objects = {key: [] for key in OBJECT_KEYS if task.write_masks or key != MASK}
     num_instances = 0
     for annotation in task.annotations:
         instance = _instance_features(annotation, image, task, report)
@@ -101,13 +101,13 @@ def build_image_features(task: ImageTask) -> ImageResult:
             num_instances += 1
 
     features = {
-        "image/height": [prepared.height],
-        "image/width": [prepared.width],
-        "image/filename": [image["file_name"].encode("utf-8")],
-        "image/source_id": [str(image["id"]).encode("ascii")],
-        "image/key/sha256": [hashlib.sha256(prepared.encoded).hexdigest().encode("ascii")],
-        "image/encoded": [prepared.encoded],
-        "image/format": [prepared.format.encode("ascii")],
+        HEIGHT: [prepared.height],
+        WIDTH: [prepared.width],
+        FILENAME: [image["file_name"].encode("utf-8")],
+        SOURCE_ID: [str(image["id"]).encode("ascii")],
+        SHA256: [hashlib.sha256(prepared.encoded).hexdigest().encode("ascii")],
+        ENCODED: [prepared.encoded],
+        FORMAT: [prepared.format.encode("ascii")],
         **objects,
     }
     return ImageResult(features, report.entries, num_instances)
@@ -163,7 +163,7 @@ def _instance_features(annotation: dict, image: dict, task: ImageTask, report: R
                 "mask-empty", "its mask covers no pixel of the image (Mask R-CNN needs one)", where
             )
             return None
-        instance["image/object/mask"] = encode_mask_png(rows, height, width)
+        instance[MASK] = encode_mask_png(rows, height, width)
 
     box_area = (x1 - x0) * (y1 - y0)
     if "area" not in annotation:
@@ -176,14 +176,14 @@ def _instance_features(annotation: dict, image: dict, task: ImageTask, report: R
 
     category_id = annotation["category_id"]
     instance.update({
-        "image/object/bbox/xmin": x0 / width,
-        "image/object/bbox/xmax": x1 / width,
-        "image/object/bbox/ymin": y0 / height,
-        "image/object/bbox/ymax": y1 / height,
-        "image/object/class/text": task.class_names[category_id - 1].encode("utf-8"),
-        "image/object/class/label": category_id,
-        "image/object/is_crowd": int(annotation.get("iscrowd", 0)),
-        "image/object/area": area,
+        XMIN: x0 / width,
+        XMAX: x1 / width,
+        YMIN: y0 / height,
+        YMAX: y1 / height,
+        CLASS_TEXT: task.class_names[category_id - 1].encode("utf-8"),
+        CLASS_LABEL: category_id,
+        IS_CROWD: int(annotation.get("iscrowd", 0)),
+        AREA: area,
     })  # fmt: skip
     return instance
 

@@ -24,7 +24,8 @@ from __future__ import annotations
 import struct
 from collections.abc import Mapping
 
-BYTES, FLOAT, INT64 = "bytes", "float", "int64"
+from ..common.tfrecords import BYTES, FLOAT, INT64
+
 KIND_FIELDS = {BYTES: 1, FLOAT: 2, INT64: 3}  # Feature's field for each kind of list
 LENGTH_DELIMITED = 2  # the wire type of bytes, strings, messages and packed lists
 UINT64_MASK = (1 << 64) - 1

@@ -82,7 +82,10 @@ def run_cocoeval(
     """
     if iou_type not in IOU_TYPES:
         raise ValueError(f"iou_type must be one of {IOU_TYPES}, got {iou_type!r}")
-    gt = ground_truth if isinstance(ground_truth, COCO) else coco_from_dict(ground_truth)
+    # COCOeval writes into the ground truth: an `ignore` key on every annotation, and RLE (with
+    # bytes counts) in place of polygons for segm. It gets a copy.
+    dataset = ground_truth.dataset if isinstance(ground_truth, COCO) else ground_truth
+    gt = coco_from_dict(copy.deepcopy(dataset))
     dt = _load_results(gt, detections, iou_type)
     evaluator = COCOeval(gt, dt, iou_type)
     if image_ids is not None:

@@ -5,7 +5,8 @@
 
 Outputs (the `output_dir`, the component's `evaluation` artifact):
 - detections.json: every detection in COCO results form (pixel [x, y, w, h] boxes; compressed
-  RLE masks with str counts for mask models), all scores (COCO AP ranks them all);
+  RLE masks with str counts for mask models), all scores (COCO AP ranks them all); boxes to
+  1/1000 pixel and scores to 5 decimals there, the metrics computed on the unrounded values;
 - ground_truth.json: the test split in COCO instances form (pixel boxes, RLE masks);
 - per_class.json: per-class counts, AP/AP50/AP75 (and mask_*), and the precision-recall curves;
 - metrics.json: the metrics, the confusion matrix, the thresholds and the model's description.
@@ -39,6 +40,8 @@ DETECTIONS_FILE = "detections.json"
 GROUND_TRUTH_FILE = "ground_truth.json"
 PER_CLASS_FILE = "per_class.json"
 METRICS_FILE = "metrics.json"
+JSON_BOX_DECIMALS = 3  # detections.json: pixels to 1/1000
+JSON_SCORE_DECIMALS = 5
 
 
 class EvaluationError(ValueError):
@@ -153,7 +156,7 @@ def evaluate(
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(output_dir / DETECTIONS_FILE, detections)
+    _write_json(output_dir / DETECTIONS_FILE, rounded_for_json(detections))
     _write_json(output_dir / GROUND_TRUTH_FILE, split.ground_truth)
     recall = evaluations[0].recall_thresholds
     _write_json(output_dir / PER_CLASS_FILE, {"recall_thresholds": recall, "classes": per_class})
@@ -264,20 +267,35 @@ def _predict_all(predictor, split: Split, log: Log) -> list[ImagePredictions]:
 
 
 def coco_detections(predictions: list[ImagePredictions]) -> list[dict]:
-    """COCO results form: image_id, category_id, bbox (pixels), score, segmentation (RLE)."""
+    """COCO results form: image_id, category_id, bbox (pixels), score, segmentation (RLE).
+
+    Values as the model gave them: COCOeval ranks by score and matches by IoU on these, so
+    rounding here would tie scores and move IoUs across thresholds (`rounded_for_json` rounds
+    the copy written to detections.json).
+    """
     detections = []
     for image in predictions:
         for i in range(len(image.scores)):
             detection = {
                 "image_id": image.image_id,
                 "category_id": int(image.classes[i]),
-                "bbox": [round(float(v), 3) for v in image.boxes[i]],
-                "score": round(float(image.scores[i]), 5),
+                "bbox": [float(v) for v in image.boxes[i]],
+                "score": float(image.scores[i]),
             }
             if image.masks is not None:
                 detection["segmentation"] = image.masks[i]
             detections.append(detection)
     return detections
+
+
+def rounded_for_json(detections: list[dict]) -> list[dict]:
+    """The detections with boxes to 1/1000 pixel and scores to 5 decimals: detections.json's
+    precision, for reading and size; never evaluated."""
+    return [
+        {**d, "bbox": [round(v, JSON_BOX_DECIMALS) for v in d["bbox"]],
+         "score": round(d["score"], JSON_SCORE_DECIMALS)}
+        for d in detections
+    ]  # fmt: skip
 
 
 def _match_all(split: Split, predictions: list[ImagePredictions], score_threshold, iou):

@@ -27,6 +27,7 @@ from ..common.cvat_client import (
     CvatCaller,
     CvatClient,
     CvatServerError,
+    check_cvat_url,
     connect,
     credentials_from_env,
 )
@@ -60,6 +61,7 @@ def export_from_cvat(
     transient failure (connection error, HTTP 5xx, 409, 429) is retried, after `retry_delay`
     seconds, doubling each time. Raises CvatServerError with what to do about it.
     """
+    check_cvat_url(server_url)
     credentials, credentials_source = credentials_from_env()
     dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)

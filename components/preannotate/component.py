@@ -29,7 +29,7 @@ def preannotate(
         exported_model: The exported model (export-model).
         predictions: The predictions as a COCO file (predictions.json), uploaded or not.
         report: Frames, shapes per label, what was skipped and why.
-        cvat_url: The CVAT server, e.g. https://cvat.example.com.
+        cvat_url: The CVAT server, e.g. https://cvat.example.com (credentials go in the Secret).
         task_id: The CVAT task id to pre-annotate (a number; a string so that pipelines can
             leave it empty to skip the step).
         score_threshold: Lowest score of a prediction that is kept.
@@ -39,11 +39,12 @@ def preannotate(
         batch_size: Frames per upload request.
         dry_run: Write predictions.json only; upload nothing.
     """
-    from cvat_kfp.components.preannotate.preannotate import preannotate_task
+    from cvat_kfp.components.preannotate.preannotate import run_preannotate
 
-    result = preannotate_task(
-        model_dir=exported_model.path,
-        output_dir=predictions.path,
+    result = run_preannotate(
+        exported_model.path,
+        predictions.path,
+        report_path=report.path,
         cvat_url=cvat_url,
         task_id=task_id,
         score_threshold=score_threshold,
@@ -53,6 +54,4 @@ def preannotate(
         batch_size=batch_size,
         dry_run=dry_run,
     )
-    predictions.metadata.update(result.metadata)
-    with open(report.path, "w", encoding="utf-8") as out:
-        out.write(result.report_markdown)
+    predictions.metadata.update(result.metadata["predictions"])

@@ -1,9 +1,14 @@
 """Pre-annotate a CVAT task: run a model on its frames and upload the predictions via cvat-sdk.
 
-Credentials come only from the environment (see export_annotations.cvat_server), and so do its
-client, retries and messages. Everything is predicted before anything is changed on the server:
-a model or frame failure leaves the task as it was. predictions.json (COCO) is always written;
-the upload follows unless dry_run.
+Credentials come only from the environment (see common.cvat_client), and so do its client,
+retries and messages. Everything is predicted before anything is changed on the server: a model or
+frame failure leaves the task as it was. predictions.json (COCO) is always written; the upload
+follows unless dry_run.
+
+The steps, each a function handing a small frozen dataclass to the next: the task's labels matched
+to the model's (`match_labels`), the frames to predict (`list_frames`), each frame's detections
+turned into shapes (`predict`, through shapes.detections_to_shapes), predictions.json
+(`write_predictions`), the upload (`upload`), then the metadata and the report.
 
 Shapes: boxes become rectangles; with a mask model, masks become polygons (one per connected
 part; the parts of one instance share a CVAT group) or CVAT masks. A task label of a fixed type
@@ -15,10 +20,11 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import re
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -31,11 +37,15 @@ from ..common.cvat_client import (
     CvatCaller,
     CvatClient,
     CvatServerError,
+    check_cvat_url,
     connect,
     credentials_from_env,
 )
-from ..common.dataset import mask_to_rle
-from . import shapes as geometry
+from ..common.redaction import redact_url
+from ..common.report import markdown_cell
+from .shapes import NO_SHAPE_TYPE, Shape, detections_to_shapes
+
+logger = logging.getLogger(__name__)
 
 PREDICTIONS_FILE = "predictions.json"
 MASK_FORMATS = ("polygon", "mask")
@@ -45,10 +55,9 @@ SHAPE_LABEL_TYPES = ("any", "rectangle", "polygon", "mask")
 SOURCE = "auto"
 
 
-@dataclass
+@dataclass(frozen=True)
 class PreannotateResult:
-    metadata: dict
-    report_markdown: str
+    metadata: dict[str, dict]  # output name ("predictions") -> that artifact's metadata
 
 
 @dataclass(frozen=True)
@@ -75,6 +84,7 @@ def check_options(
     """The options checked, task_id parsed; ValueError saying what is wrong otherwise."""
     if not str(cvat_url or "").strip():
         raise ValueError("cvat_url is empty: give the CVAT server, e.g. https://cvat.example.com")
+    check_cvat_url(cvat_url)
     text = str(task_id).strip()
     if not re.fullmatch(r"\d+", text) or int(text) <= 0:
         raise ValueError(f"task_id must be a positive integer (a CVAT task id), not {task_id!r}")
@@ -103,9 +113,10 @@ def check_options(
     )
 
 
-def preannotate_task(
-    model_dir: str,
-    output_dir: str,
+def run_preannotate(
+    exported_model_dir: str,
+    predictions_dir: str,
+    report_path: str,
     cvat_url: str,
     task_id: str,
     score_threshold: float = 0.5,
@@ -118,12 +129,13 @@ def preannotate_task(
     predictor=None,
     retries: int = 5,
     retry_delay: float = 2.0,
-    log: Callable[[str], Any] = print,
 ) -> PreannotateResult:
-    """Predict on every frame of the task, write predictions.json, upload unless dry_run.
+    """Predict on every frame of the task, write predictions.json, upload unless dry_run, then
+    write the report (Markdown) to report_path.
 
-    `predictor` (an inference Predictor) replaces loading the model from model_dir. Raises
-    ValueError for bad options and label mismatches, CvatServerError for the server's refusals.
+    `predictor` (an inference Predictor) replaces loading the model from exported_model_dir.
+    Raises ValueError for bad options and label mismatches, CvatServerError for the server's
+    refusals.
     """
     options = check_options(
         cvat_url,
@@ -139,27 +151,114 @@ def preannotate_task(
     if predictor is None:
         from ..inference.predictor import load_predictor
 
-        predictor = load_predictor(model_dir)
-    call = CvatCaller(cvat_url, credentials_source, retries, retry_delay, log)
+        predictor = load_predictor(exported_model_dir)
+    call = CvatCaller(cvat_url, credentials_source, retries, retry_delay, logger.info)
     with CvatClient(cvat_url, call, poll_interval=2.0, timeout=3600) as client:
         connect(client, call, credentials)
-        run = _Run(client, call, predictor, options, Path(output_dir))
-        run.plan()
-        run.predict()
-        run.write_predictions()
-        if not options.dry_run:
-            run.upload()
-    return PreannotateResult(run.metadata(cvat_url), run.report(cvat_url))
+        resource = f"task {options.task_id}"
+        task = call(
+            f"read {resource}", partial(client.tasks.retrieve, options.task_id), resource=resource
+        )
+        task_labels = call(f"read the labels of {resource}", task.get_labels, resource=resource)
+        labels = match_labels(task_labels, predictor, options, resource)
+        meta = call(f"read the frames of {resource}", task.get_meta, resource=resource)
+        task_frames = list_frames(task, meta, resource)
+        mode = "dry run, nothing uploaded" if options.dry_run else options.existing_annotations
+        logger.info(
+            f"{resource} ({task.name!r}): {len(task_frames.frames)} frame(s) to predict"
+            + (f", {task_frames.deleted} deleted frame(s) left out" if task_frames.deleted else "")
+            + f"; {mode}"
+        )
+        predictions = predict(call, task_frames, predictor, labels, options)
+        write_predictions(
+            Path(predictions_dir), task_frames, predictions, predictor.label_map, options
+        )
+        requests = 0 if options.dry_run else upload(call, task_frames, predictions, labels, options)
+    outcome = _Outcome(
+        redact_url(cvat_url),
+        options,
+        task_frames,
+        predictor.label_map,
+        predictor.has_masks,
+        labels,
+        predictions,
+        requests,
+    )
+    report_path = Path(report_path)
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    report_path.write_text(_report_markdown(outcome), encoding="utf-8")
+    return PreannotateResult({"predictions": _metadata(outcome)})
 
 
-@dataclass
+# --- the task's labels and frames -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
 class _Target:
     label_id: int
     shape: str  # "rectangle", "polygon" or "mask"
     label_type: str
 
 
-@dataclass
+@dataclass(frozen=True)
+class _LabelMatch:
+    targets: Mapping[str, _Target]  # model label -> the task label its predictions go to
+    unmatched: Mapping[str, str]  # model label -> why it cannot be used
+
+    @property
+    def shape_types(self) -> dict[str, str]:
+        return {name: target.shape for name, target in self.targets.items()}
+
+
+def match_labels(task_labels, predictor, options: Options, resource: str) -> _LabelMatch:
+    """Model labels → task labels by exact (case-sensitive) name, as CVAT tells labels apart.
+
+    ValueError listing the model labels the task cannot take, unless unknown_labels="skip" (and
+    at least one can be used).
+    """
+    by_name = {
+        label.name: label for label in task_labels if not getattr(label, "has_parent", False)
+    }
+    default = options.mask_format if predictor.has_masks else "rectangle"
+    targets, unmatched = {}, {}
+    for name in predictor.label_map.names:
+        label = by_name.get(name)
+        if label is None:
+            near = [n for n in by_name if n.casefold() == name.casefold()]
+            hint = f" (the task has {near[0]!r}; names are case-sensitive)" if near else ""
+            unmatched[name] = "not in the task" + hint
+            continue
+        label_type = str(getattr(label, "type", None) or "any")
+        if label_type not in SHAPE_LABEL_TYPES:
+            unmatched[name] = (
+                f"the task's label is a {label_type} label, which takes no rectangles, "
+                "polygons or masks"
+            )
+            continue
+        shape = default if label_type == "any" else label_type
+        targets[name] = _Target(label.id, shape, label_type)
+    if unmatched:
+        task_label_list = ", ".join(
+            f"{label.name!r} ({getattr(label, 'type', None) or 'any'})"
+            for label in by_name.values()
+        )
+        listed = "; ".join(f"{name!r}: {why}" for name, why in unmatched.items())
+        if not targets:
+            raise ValueError(
+                f"none of the model's labels can be used in {resource}: {listed}. The task's "
+                f"labels: {task_label_list or 'none'}. Is it the right task and model?"
+            )
+        if options.unknown_labels == "error":
+            raise ValueError(
+                f"{len(unmatched)} model label(s) cannot be used in {resource}: {listed}. The "
+                f"task's labels: {task_label_list}. Add them to the task in CVAT, or set "
+                'unknown_labels="skip" to leave their predictions out.'
+            )
+        logger.info(f"{resource}: left out (unknown_labels=skip): {listed}")
+    return _LabelMatch(targets, unmatched)
+
+
+@dataclass(frozen=True)
 class _Frame:
     index: int
     name: str
@@ -167,405 +266,365 @@ class _Frame:
     height: int
 
 
-@dataclass
+@dataclass(frozen=True)
+class _TaskFrames:
+    task: Any  # the cvat-sdk Task
+    resource: str  # "task 7", as messages name it
+    frames: tuple[_Frame, ...]  # to predict, in order
+    deleted: int  # frames left out because they are deleted in the task
+
+
+def list_frames(task, meta, resource: str) -> _TaskFrames:
+    """The task's frames that are not deleted, named and sized as its data meta says."""
+    size = task.size or 0
+    infos = list(meta.frames or [])
+    deleted_indices = set(meta.deleted_frames or [])
+    video = getattr(task, "media_type", "image") == "video"
+    if not infos or (len(infos) != size and len(infos) != 1):
+        raise CvatServerError(
+            f"{resource}: the data meta describes {len(infos)} frame(s) of {size}"
+        )
+    frames, deleted = [], 0
+    for index in range(size):
+        if index in deleted_indices:
+            deleted += 1
+            continue
+        info = infos[index] if len(infos) == size else infos[0]
+        name = f"frame_{index:06d}" if video or len(infos) != size else info.name
+        frames.append(_Frame(index, name, int(info.width), int(info.height)))
+    if not frames:
+        raise ValueError(f"{resource} has no frames to pre-annotate (all deleted or none)")
+    return _TaskFrames(task, resource, tuple(frames), deleted)
+
+
+# --- predicting ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
 class _Prediction:
-    frame: int
-    label: str
-    score: float
-    box: list[float]  # pixels: xtl, ytl, xbr, ybr
-    shape: str
-    points: list[list[float]]  # one CVAT shape each; several for a polygon's parts
-    segmentation: Any  # COCO: None, polygons or RLE
-    area: float
+    frame: int  # the CVAT frame index
+    shape: Shape
 
 
-@dataclass
-class _Run:
-    client: Any
-    call: CvatCaller
-    predictor: Any
-    options: Options
-    output_dir: Path
-    task: Any = None
-    resource: str = ""
-    targets: dict[str, _Target] = field(default_factory=dict)
-    unmatched: dict[str, str] = field(default_factory=dict)  # model label -> why
-    frames: list[_Frame] = field(default_factory=list)
-    deleted: int = 0
-    predictions: list[_Prediction] = field(default_factory=list)
-    skipped: Counter = field(default_factory=Counter)  # reason -> predictions left out
-    below_threshold: int = 0
-    resized_frames: int = 0
-    requests: int = 0
+@dataclass(frozen=True)
+class _Predictions:
+    kept: tuple[_Prediction, ...]  # frame by frame
+    skipped: Mapping[str, int]  # reason -> detections at or above the threshold left out
+    below_threshold: int
+    resized_frames: int  # frames whose image size differs from the size CVAT gives
 
     @property
-    def log(self):
-        return self.call.log
-
-    # --- what to do
-
-    def plan(self) -> None:
-        task_id = self.options.task_id
-        self.resource = f"task {task_id}"
-        retrieve = partial(self.client.tasks.retrieve, task_id)
-        self.task = self.call(f"read {self.resource}", retrieve, resource=self.resource)
-        labels = self.call(
-            f"read the labels of {self.resource}", self.task.get_labels, resource=self.resource
-        )
-        self._map_labels(labels)
-        meta = self.call(
-            f"read the frames of {self.resource}", self.task.get_meta, resource=self.resource
-        )
-        self._list_frames(meta)
-        mode = (
-            "dry run, nothing uploaded"
-            if self.options.dry_run
-            else self.options.existing_annotations
-        )
-        self.log(
-            f"{self.resource} ({self.task.name!r}): {len(self.frames)} frame(s) to predict"
-            + (f", {self.deleted} deleted frame(s) left out" if self.deleted else "")
-            + f"; {mode}"
-        )
-
-    def _map_labels(self, labels) -> None:
-        """Model labels → task labels by exact (case-sensitive) name, as CVAT tells labels apart."""
-        by_name = {label.name: label for label in labels if not getattr(label, "has_parent", False)}
-        model_names = list(self.predictor.label_map.names)
-        default = self.options.mask_format if self.predictor.has_masks else "rectangle"
-        for name in model_names:
-            label = by_name.get(name)
-            if label is None:
-                near = [n for n in by_name if n.casefold() == name.casefold()]
-                hint = f" (the task has {near[0]!r}; names are case-sensitive)" if near else ""
-                self.unmatched[name] = "not in the task" + hint
-                continue
-            label_type = str(getattr(label, "type", None) or "any")
-            if label_type not in SHAPE_LABEL_TYPES:
-                self.unmatched[name] = (
-                    f"the task's label is a {label_type} label, which takes no rectangles, "
-                    "polygons or masks"
-                )
-                continue
-            shape = default if label_type == "any" else label_type
-            self.targets[name] = _Target(label.id, shape, label_type)
-        if not self.unmatched:
-            return
-        task_labels = ", ".join(
-            f"{label.name!r} ({getattr(label, 'type', None) or 'any'})"
-            for label in by_name.values()
-        )
-        listed = "; ".join(f"{name!r}: {why}" for name, why in self.unmatched.items())
-        if not self.targets:
-            raise ValueError(
-                f"none of the model's labels can be used in {self.resource}: {listed}. The task's "
-                f"labels: {task_labels or 'none'}. Is it the right task and model?"
-            )
-        if self.options.unknown_labels == "error":
-            raise ValueError(
-                f"{len(self.unmatched)} model label(s) cannot be used in {self.resource}: "
-                f"{listed}. The task's labels: {task_labels}. Add them to the task in CVAT, or set "
-                'unknown_labels="skip" to leave their predictions out.'
-            )
-        self.log(f"{self.resource}: left out (unknown_labels=skip): {listed}")
-
-    def _list_frames(self, meta) -> None:
-        size = self.task.size or 0
-        infos = list(meta.frames or [])
-        deleted = set(meta.deleted_frames or [])
-        video = getattr(self.task, "media_type", "image") == "video"
-        if not infos or (len(infos) != size and len(infos) != 1):
-            raise CvatServerError(
-                f"{self.resource}: the data meta describes {len(infos)} frame(s) of {size}"
-            )
-        for index in range(size):
-            if index in deleted:
-                self.deleted += 1
-                continue
-            info = infos[index] if len(infos) == size else infos[0]
-            name = f"frame_{index:06d}" if video or len(infos) != size else info.name
-            self.frames.append(_Frame(index, name, int(info.width), int(info.height)))
-        if not self.frames:
-            raise ValueError(f"{self.resource} has no frames to pre-annotate (all deleted or none)")
-
-    # --- predicting
-
-    def predict(self) -> None:
-        total = len(self.frames)
-        for n, frame in enumerate(self.frames, start=1):
-            image = self._image(frame)
-            detections = self.predictor.predict(image)
-            self._add(frame, detections, image.shape[:2])
-            if n % self.options.batch_size == 0 or n == total:
-                self.log(
-                    f"{self.resource}: predicted {n} of {total} frame(s), "
-                    f"{len(self.predictions)} prediction(s) kept"
-                )
-
-    def _image(self, frame: _Frame) -> np.ndarray:
-        what = f"download frame {frame.index} of {self.resource}"
-        get = partial(self.task.get_frame, frame.index, quality="original")
-        data = self.call(what, get, resource=self.resource).read()
-        try:
-            with Image.open(io.BytesIO(data)) as image:
-                # CVAT shows (and annotates) images turned by their EXIF orientation
-                return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
-        except Exception as error:
-            raise CvatServerError(
-                f"frame {frame.index} ({frame.name!r}) of {self.resource} is not a readable "
-                f"image ({len(data):,} bytes): {error}"
-            ) from None
-
-    def _add(self, frame: _Frame, detections, image_size) -> None:
-        if tuple(image_size) != (frame.height, frame.width):
-            self.resized_frames += 1
-        masks = detections.masks if self.predictor.has_masks else None
-        for k in range(len(detections)):
-            score = float(detections.scores[k])
-            if score < self.options.score_threshold:
-                self.below_threshold += 1
-                continue
-            name = detections.class_names[k]
-            target = self.targets.get(name)
-            if target is None:
-                self.skipped[f"label {name!r}: {self.unmatched.get(name, 'unknown')}"] += 1
-                continue
-            box = geometry.box_to_pixels(detections.boxes[k], frame.width, frame.height)
-            if box[2] <= box[0] or box[3] <= box[1]:
-                self.skipped["empty box (no area inside the frame)"] += 1
-                continue
-            mask = None
-            if masks is not None:
-                mask = geometry.resized_mask(masks[k], frame.width, frame.height)
-            prediction = self._shape(frame, name, score, box, target.shape, mask)
-            if prediction is None:
-                self.skipped["empty mask"] += 1
-            else:
-                self.predictions.append(prediction)
-
-    def _shape(self, frame, name, score, box, shape, mask) -> _Prediction | None:
-        box_area = (box[2] - box[0]) * (box[3] - box[1])
-        if shape == "rectangle":
-            return _Prediction(frame.index, name, score, box, shape, [box], None, box_area)
-        if shape == "polygon" and mask is None:
-            polygon = geometry.box_polygon(box)
-            return _Prediction(frame.index, name, score, box, shape, [polygon], [polygon], box_area)
-        if mask is None:  # a mask label, a boxes-only model: the pixels the box touches
-            mask = np.zeros((frame.height, frame.width), np.uint8)
-            left, top, right, bottom = geometry.box_mask_points(box)[2:]
-            mask[int(top) : int(bottom) + 1, int(left) : int(right) + 1] = 1
-        if shape == "polygon":
-            points = geometry.mask_polygons(mask)
-            segmentation = points
-        else:
-            encoded = geometry.mask_points(mask)
-            points = [encoded] if encoded else []
-            segmentation = mask_to_rle(mask)
-        if not points:
-            return None
-        area = float(np.count_nonzero(mask))
-        return _Prediction(frame.index, name, score, box, shape, points, segmentation, area)
-
-    # --- writing and uploading
-
-    def write_predictions(self) -> Path:
-        label_map = self.predictor.label_map
-        annotations = []
-        for number, p in enumerate(self.predictions, start=1):
-            xtl, ytl, xbr, ybr = p.box
-            annotation = {
-                "id": number,
-                "image_id": p.frame + 1,
-                "category_id": label_map.id_of(p.label),
-                "bbox": [xtl, ytl, round(xbr - xtl, 2), round(ybr - ytl, 2)],
-                "area": round(p.area, 2),
-                "iscrowd": 0,
-                "score": round(p.score, 4),
-                "attributes": {"cvat_shape": p.shape},
-            }
-            if p.segmentation is not None:
-                annotation["segmentation"] = p.segmentation
-            annotations.append(annotation)
-        coco = {
-            "info": {
-                "description": f"predictions for CVAT {self.resource} ({self.task.name})",
-                "score_threshold": self.options.score_threshold,
-            },
-            "images": [
-                {
-                    "id": f.index + 1,
-                    "file_name": f.name,
-                    "width": f.width,
-                    "height": f.height,
-                    "frame": f.index,
-                }
-                for f in self.frames
-            ],
-            "categories": [{"id": i, "name": name} for i, name in label_map.items()],
-            "annotations": annotations,
-        }
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        path = self.output_dir / PREDICTIONS_FILE
-        path.write_text(json.dumps(coco), encoding="utf-8")
-        self.log(f"{self.resource}: {len(annotations)} prediction(s) written to {path}")
-        return path
-
-    def upload(self) -> None:
-        task, resource = self.task, self.resource
-        if self.options.existing_annotations == "replace":
-            self.call(
-                f"remove the annotations of {resource}", task.remove_annotations, resource=resource
-            )
-            self.requests += 1
-            self.log(f"{resource}: existing annotations removed")
-            next_group = 1
-        else:
-            next_group = self._next_group()
-        by_frame: dict[int, list[_Prediction]] = {}
-        for p in self.predictions:
-            by_frame.setdefault(p.frame, []).append(p)
-        size = self.options.batch_size
-        batches = [self.frames[i : i + size] for i in range(0, len(self.frames), size)]
-        uploaded = 0
-        for number, batch in enumerate(batches, start=1):
-            shapes = []
-            for frame in batch:
-                for p in by_frame.get(frame.index, []):
-                    group = None
-                    if len(p.points) > 1:
-                        group, next_group = next_group, next_group + 1
-                    shapes += [self._request(p, points, group) for points in p.points]
-            span = f"frames {batch[0].index}-{batch[-1].index}"
-            if not shapes:
-                self.log(f"{resource}: batch {number} of {len(batches)} ({span}): no shapes")
-                continue
-            request = models.PatchedLabeledDataRequest(shapes=shapes)
-            upload = partial(
-                task.api.partial_update_annotations,
-                "create",
-                task.id,
-                patched_labeled_data_request=request,
-            )
-            self.call(f"upload the shapes of {span} to {resource}", upload, resource=resource)
-            self.requests += 1
-            uploaded += len(shapes)
-            self.log(
-                f"{resource}: batch {number} of {len(batches)} ({span}): {len(shapes)} shape(s) "
-                f"uploaded, {uploaded} in all"
-            )
-
-    def _next_group(self) -> int:
-        """Past the task's own groups, so that ours join none of them (when ours need any)."""
-        if not any(len(p.points) > 1 for p in self.predictions):
-            return 1
-        existing = self.call(
-            f"read the annotations of {self.resource}",
-            self.task.get_annotations,
-            resource=self.resource,
-        )
-        groups = [s.group or 0 for s in (*existing.shapes, *existing.tracks)]
-        return max(groups, default=0) + 1
-
-    def _request(self, p: _Prediction, points, group) -> models.LabeledShapeRequest:
-        extra = {"group": group} if group else {}
-        return models.LabeledShapeRequest(
-            type=models.ShapeType(p.shape),
-            frame=p.frame,
-            label_id=self.targets[p.label].label_id,
-            points=[float(v) for v in points],
-            occluded=False,
-            z_order=0,
-            source=SOURCE,
-            attributes=[],
-            score=p.score,
-            **extra,
-        )
-
-    # --- telling
-
     def shape_count(self) -> int:
-        return sum(len(p.points) for p in self.predictions)
+        return sum(len(p.shape.parts) for p in self.kept)
 
-    def metadata(self, cvat_url: str) -> dict:
-        per_label = Counter(p.label for p in self.predictions)
-        return {
-            "cvat_url": cvat_url,
-            "task_id": self.options.task_id,
-            "dry_run": self.options.dry_run,
-            "existing_annotations": self.options.existing_annotations,
-            "score_threshold": self.options.score_threshold,
-            "mask_format": self.options.mask_format,
-            "frames": len(self.frames),
-            "predictions": len(self.predictions),
-            "shapes": self.shape_count(),
-            "uploaded_shapes": 0 if self.options.dry_run else self.shape_count(),
-            "skipped": sum(self.skipped.values()),
-            "below_threshold": self.below_threshold,
-            "predictions_per_label": dict(sorted(per_label.items())),
+
+def predict(
+    call: CvatCaller, task: _TaskFrames, predictor, labels: _LabelMatch, options: Options
+) -> _Predictions:
+    """Every frame downloaded, predicted and its detections turned into shapes."""
+    shape_types = labels.shape_types
+    kept, skipped, below_threshold, resized_frames = [], Counter(), 0, 0
+    total = len(task.frames)
+    for n, frame in enumerate(task.frames, start=1):
+        image = _frame_image(call, task, frame)
+        if image.shape[:2] != (frame.height, frame.width):
+            resized_frames += 1
+        found = detections_to_shapes(
+            predictor.predict(image),
+            frame.width,
+            frame.height,
+            shape_types,
+            options.score_threshold,
+        )
+        below_threshold += found.below_threshold
+        for left_out in found.skipped:
+            reason = left_out.reason
+            if reason == NO_SHAPE_TYPE:
+                why = labels.unmatched.get(left_out.label, "unknown")
+                reason = f"label {left_out.label!r}: {why}"
+            skipped[reason] += 1
+        kept += [_Prediction(frame.index, shape) for shape in found.shapes]
+        if n % options.batch_size == 0 or n == total:
+            logger.info(
+                f"{task.resource}: predicted {n} of {total} frame(s), "
+                f"{len(kept)} prediction(s) kept"
+            )
+    return _Predictions(tuple(kept), skipped, below_threshold, resized_frames)
+
+
+def _frame_image(call: CvatCaller, task: _TaskFrames, frame: _Frame) -> np.ndarray:
+    what = f"download frame {frame.index} of {task.resource}"
+    get = partial(task.task.get_frame, frame.index, quality="original")
+    data = call(what, get, resource=task.resource).read()
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            # CVAT shows (and annotates) images turned by their EXIF orientation
+            return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+    except Exception as error:
+        raise CvatServerError(
+            f"frame {frame.index} ({frame.name!r}) of {task.resource} is not a readable "
+            f"image ({len(data):,} bytes): {error}"
+        ) from None
+
+
+# --- predictions.json ---------------------------------------------------------------------------
+
+
+def write_predictions(
+    output_dir: Path, task: _TaskFrames, predictions: _Predictions, label_map, options: Options
+) -> Path:
+    """predictions.json: the kept predictions as COCO results, with the frames as images."""
+    annotations = []
+    for number, p in enumerate(predictions.kept, start=1):
+        xtl, ytl, xbr, ybr = p.shape.box
+        annotation = {
+            "id": number,
+            "image_id": p.frame + 1,
+            "category_id": label_map.id_of(p.shape.label),
+            "bbox": [xtl, ytl, round(xbr - xtl, 2), round(ybr - ytl, 2)],
+            "area": round(p.shape.area, 2),
+            "iscrowd": 0,
+            "score": round(p.shape.score, 4),
+            "attributes": {"cvat_shape": p.shape.type},
         }
+        if p.shape.segmentation is not None:
+            annotation["segmentation"] = p.shape.segmentation
+        annotations.append(annotation)
+    coco = {
+        "info": {
+            "description": f"predictions for CVAT {task.resource} ({task.task.name})",
+            "score_threshold": options.score_threshold,
+        },
+        "images": [
+            {
+                "id": f.index + 1,
+                "file_name": f.name,
+                "width": f.width,
+                "height": f.height,
+                "frame": f.index,
+            }
+            for f in task.frames
+        ],
+        "categories": [{"id": i, "name": name} for i, name in label_map.items()],
+        "annotations": annotations,
+    }
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path = output_dir / PREDICTIONS_FILE
+    path.write_text(json.dumps(coco), encoding="utf-8")
+    logger.info(f"{task.resource}: {len(annotations)} prediction(s) written to {path}")
+    return path
 
-    def report(self, cvat_url: str) -> str:
-        o = self.options
-        if o.dry_run:
-            mode = "dry run: predictions.json written, nothing uploaded"
-        elif o.existing_annotations == "replace":
-            mode = "uploaded, replacing the task's annotations"
-        else:
-            mode = "uploaded, appended to the task's annotations"
-        kinds = "masks" if self.predictor.has_masks else "boxes"
-        lines = [
-            f"# Pre-annotation of CVAT task {o.task_id}",
-            "",
-            "| | |",
-            "|---|---|",
-            f"| server | {cvat_url} |",
-            f"| task | {o.task_id} ({_cell(self.task.name)}) |",
-            f"| mode | {mode} |",
-            f"| model | {kinds}; {len(self.predictor.label_map)} label(s) |",
-            f"| score threshold | {o.score_threshold:g} |",
-            f"| frames processed | {len(self.frames)}"
-            + (f" ({self.deleted} deleted frame(s) left out)" if self.deleted else "")
-            + " |",
-            f"| predictions kept | {len(self.predictions)} ({self.shape_count()} shape(s)) |",
-            f"| below the threshold | {self.below_threshold} |",
-        ]
-        if not o.dry_run:
-            lines.append(
-                f"| upload requests | {self.requests} (batches of {o.batch_size} frames) |"
-            )
-        if self.resized_frames:
-            lines.append(
-                f"| frames whose image size differs from CVAT's | {self.resized_frames} "
-                "(predictions scaled to CVAT's size) |"
-            )
-        per_label = Counter(p.label for p in self.predictions)
-        shapes = Counter()
-        for p in self.predictions:
-            shapes[p.label] += len(p.points)
+
+# --- uploading ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Batch:
+    span: str  # "frames 0-15"
+    shapes: tuple[models.LabeledShapeRequest, ...]
+
+
+def shape_batches(
+    task: _TaskFrames,
+    predictions: _Predictions,
+    labels: _LabelMatch,
+    batch_size: int,
+    first_group: int,
+) -> list[_Batch]:
+    """The upload requests' shapes, batch_size frames at a time; the parts of one prediction
+    share a group, numbered from first_group."""
+    by_frame: dict[int, list[Shape]] = {}
+    for p in predictions.kept:
+        by_frame.setdefault(p.frame, []).append(p.shape)
+    next_group = first_group
+    batches = []
+    for start in range(0, len(task.frames), batch_size):
+        frames = task.frames[start : start + batch_size]
+        requests = []
+        for frame in frames:
+            for shape in by_frame.get(frame.index, []):
+                group = None
+                if len(shape.parts) > 1:
+                    group, next_group = next_group, next_group + 1
+                label_id = labels.targets[shape.label].label_id
+                requests += [
+                    _shape_request(shape, frame.index, label_id, points, group)
+                    for points in shape.parts
+                ]
+        span = f"frames {frames[0].index}-{frames[-1].index}"
+        batches.append(_Batch(span, tuple(requests)))
+    return batches
+
+
+def _shape_request(shape: Shape, frame: int, label_id: int, points, group):
+    extra = {"group": group} if group else {}
+    return models.LabeledShapeRequest(
+        type=models.ShapeType(shape.type),
+        frame=frame,
+        label_id=label_id,
+        points=[float(v) for v in points],
+        occluded=False,
+        z_order=0,
+        source=SOURCE,
+        attributes=[],
+        score=shape.score,
+        **extra,
+    )
+
+
+def upload(
+    call: CvatCaller,
+    task: _TaskFrames,
+    predictions: _Predictions,
+    labels: _LabelMatch,
+    options: Options,
+) -> int:
+    """The shapes uploaded batch by batch (after removing the task's annotations with
+    existing_annotations="replace"); returns the number of requests that changed the task."""
+    resource, requests = task.resource, 0
+    if options.existing_annotations == "replace":
+        call(
+            f"remove the annotations of {resource}", task.task.remove_annotations, resource=resource
+        )
+        requests += 1
+        logger.info(f"{resource}: existing annotations removed")
+        first_group = 1
+    else:
+        first_group = _next_group(call, task, predictions)
+    batches = shape_batches(task, predictions, labels, options.batch_size, first_group)
+    uploaded = 0
+    for number, batch in enumerate(batches, start=1):
+        where = f"batch {number} of {len(batches)} ({batch.span})"
+        if not batch.shapes:
+            logger.info(f"{resource}: {where}: no shapes")
+            continue
+        request = models.PatchedLabeledDataRequest(shapes=list(batch.shapes))
+        send = partial(
+            task.task.api.partial_update_annotations,
+            "create",
+            task.task.id,
+            patched_labeled_data_request=request,
+        )
+        call(f"upload the shapes of {batch.span} to {resource}", send, resource=resource)
+        requests += 1
+        uploaded += len(batch.shapes)
+        logger.info(
+            f"{resource}: {where}: {len(batch.shapes)} shape(s) uploaded, {uploaded} in all"
+        )
+    return requests
+
+
+def _next_group(call: CvatCaller, task: _TaskFrames, predictions: _Predictions) -> int:
+    """Past the task's own groups, so that ours join none of them (when ours need any)."""
+    if not any(len(p.shape.parts) > 1 for p in predictions.kept):
+        return 1
+    existing = call(
+        f"read the annotations of {task.resource}",
+        task.task.get_annotations,
+        resource=task.resource,
+    )
+    groups = [s.group or 0 for s in (*existing.shapes, *existing.tracks)]
+    return max(groups, default=0) + 1
+
+
+# --- telling ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    server: str  # the CVAT URL, redacted
+    options: Options
+    task: _TaskFrames
+    label_map: Any  # the model's
+    has_masks: bool  # whether the model predicts masks
+    labels: _LabelMatch
+    predictions: _Predictions
+    upload_requests: int
+
+
+def _metadata(outcome: _Outcome) -> dict:
+    o, predictions = outcome.options, outcome.predictions
+    per_label = Counter(p.shape.label for p in predictions.kept)
+    return {
+        "cvat_url": outcome.server,
+        "task_id": o.task_id,
+        "dry_run": o.dry_run,
+        "existing_annotations": o.existing_annotations,
+        "score_threshold": o.score_threshold,
+        "mask_format": o.mask_format,
+        "frames": len(outcome.task.frames),
+        "predictions": len(predictions.kept),
+        "shapes": predictions.shape_count,
+        "uploaded_shapes": 0 if o.dry_run else predictions.shape_count,
+        "skipped": sum(predictions.skipped.values()),
+        "below_threshold": predictions.below_threshold,
+        "predictions_per_label": dict(sorted(per_label.items())),
+    }
+
+
+def _report_markdown(outcome: _Outcome) -> str:
+    o, task, predictions = outcome.options, outcome.task, outcome.predictions
+    label_map = outcome.label_map
+    if o.dry_run:
+        mode = "dry run: predictions.json written, nothing uploaded"
+    elif o.existing_annotations == "replace":
+        mode = "uploaded, replacing the task's annotations"
+    else:
+        mode = "uploaded, appended to the task's annotations"
+    kinds = "masks" if outcome.has_masks else "boxes"
+    lines = [
+        f"# Pre-annotation of CVAT task {o.task_id}",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| server | {markdown_cell(outcome.server)} |",
+        f"| task | {o.task_id} ({markdown_cell(task.task.name)}) |",
+        f"| mode | {mode} |",
+        f"| model | {kinds}; {len(label_map)} label(s) |",
+        f"| score threshold | {o.score_threshold:g} |",
+        f"| frames processed | {len(task.frames)}"
+        + (f" ({task.deleted} deleted frame(s) left out)" if task.deleted else "")
+        + " |",
+        f"| predictions kept | {len(predictions.kept)} ({predictions.shape_count} shape(s)) |",
+        f"| below the threshold | {predictions.below_threshold} |",
+    ]
+    if not o.dry_run:
+        lines.append(
+            f"| upload requests | {outcome.upload_requests} (batches of {o.batch_size} frames) |"
+        )
+    if predictions.resized_frames:
+        lines.append(
+            f"| frames whose image size differs from CVAT's | {predictions.resized_frames} "
+            "(predictions scaled to CVAT's size) |"
+        )
+    per_label, shapes = Counter(), Counter()
+    for p in predictions.kept:
+        per_label[p.shape.label] += 1
+        shapes[p.shape.label] += len(p.shape.parts)
+    lines += [
+        "",
+        "## Per label",
+        "",
+        "| model label | CVAT label id | shape | predictions | shapes |",
+        "|---|---|---|---|---|",
+    ]
+    for name in label_map.names:
+        target = outcome.labels.targets.get(name)
+        cell = markdown_cell(name)
+        if target is None:
+            why = markdown_cell(outcome.labels.unmatched[name])
+            lines.append(f"| {cell} | — | left out: {why} | | |")
+            continue
+        lines.append(
+            f"| {cell} | {target.label_id} | {target.shape} | {per_label[name]} | {shapes[name]} |"
+        )
+    lines += ["", "## Skipped", ""]
+    if predictions.skipped:
+        lines += ["| reason | predictions |", "|---|---|"]
         lines += [
-            "",
-            "## Per label",
-            "",
-            "| model label | CVAT label id | shape | predictions | shapes |",
-            "|---|---|---|---|---|",
+            f"| {markdown_cell(why)} | {n} |"
+            for why, n in Counter(predictions.skipped).most_common()
         ]
-        for name in self.predictor.label_map.names:
-            target = self.targets.get(name)
-            if target is None:
-                lines.append(f"| {_cell(name)} | — | left out: {_cell(self.unmatched[name])} | | |")
-                continue
-            lines.append(
-                f"| {_cell(name)} | {target.label_id} | {target.shape} | {per_label[name]} "
-                f"| {shapes[name]} |"
-            )
-        lines += ["", "## Skipped", ""]
-        if self.skipped:
-            lines += ["| reason | predictions |", "|---|---|"]
-            lines += [f"| {_cell(why)} | {n} |" for why, n in self.skipped.most_common()]
-        else:
-            lines.append("Nothing above the threshold was skipped.")
-        return "\n".join(lines) + "\n"
-
-
-def _cell(text) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    else:
+        lines.append("Nothing above the threshold was skipped.")
+    return "\n".join(lines) + "\n"

@@ -36,8 +36,9 @@ import orbit
 import tensorflow as tf
 from official.core import base_trainer, task_factory, train_utils
 
-from ..common import storage
+from ..common import storage, tfrecords
 from ..common.label_map import LabelMap
+from ..common.tfrecords import MANIFEST_FILE
 from .checkpoints import (
     BEST_DIR,
     CONFIG_FILE,
@@ -51,7 +52,6 @@ from .experiment import effective_config_yaml
 from .hyperparameters import TrainingStage, stage_at
 from .strategy import configure_runtime, create_strategy, plan_devices, set_precision_policy
 
-MANIFEST_FILE = "manifest.json"
 TRAIN_SUMMARY_DIR = "train"
 BEST_INFO_FILE = "info.json"  # Model Garden's BestCheckpointExporter writes it into best/
 COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -317,7 +317,10 @@ def _read_manifest(split: str, input_path, log: Log) -> dict | None:
             )
         log(f"no {MANIFEST_FILE} beside {pattern}: {split} size and class checks skipped")
         return None
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    try:
+        manifest = tfrecords.read_manifest(manifest_path.parent)
+    except tfrecords.TFRecordsError as e:
+        raise TrainingInputError(f"the {split} TFRecords: {e}") from None
     return {**manifest, "dir": str(manifest_path.parent)}
 
 

@@ -39,12 +39,12 @@ from typing import Any
 import tensorflow as tf
 import yaml
 
-from ..common import storage
+from ..common import storage, tfrecords
 from ..common.archives import extract_archive, has_archive_suffix
 from ..common.label_map import JSON_FILE, LabelMap, LabelMapError
 from . import engine
 from .checkpoints import MODEL_METADATA_FILE, checkpoint_step
-from .engine import BEST_INFO_FILE, CONFIG_FILE, MANIFEST_FILE, TrainingInputError, TrainResult
+from .engine import BEST_INFO_FILE, CONFIG_FILE, TrainingInputError, TrainResult
 from .experiment import build_experiment_config, checkpoint_modules
 from .hyperparameters import Hyperparameters, parse_hyperparameters
 from .presets import Preset, get_preset
@@ -239,21 +239,11 @@ def plan_run(
 
 
 def read_tfrecords(directory: str | os.PathLike, split: str) -> TFRecordsInput:
-    directory = Path(directory)
-    manifest_path = directory / MANIFEST_FILE
-    if not manifest_path.is_file():
-        raise TrainingInputError(
-            f"the {split} TFRecords at {directory} have no {MANIFEST_FILE}: pass the TFRecords "
-            "artifact of convert-to-tfrecord (its manifest is written last, so an unfinished "
-            "conversion has none)"
-        )
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     try:
-        label_map = LabelMap.load(directory / JSON_FILE)
-    except (OSError, LabelMapError) as e:
-        where = f"the {split} TFRecords at {directory}"
-        raise TrainingInputError(f"{where}: no usable label map: {e}") from None
-    return TFRecordsInput(directory, manifest, label_map)
+        found = tfrecords.read_tfrecords(directory)
+    except tfrecords.TFRecordsError as e:
+        raise TrainingInputError(f"the {split} TFRecords: {e}") from None
+    return TFRecordsInput(found.directory, found.manifest, found.label_map)
 
 
 def check_same_classes(train: TFRecordsInput, val: TFRecordsInput) -> None:

@@ -111,3 +111,11 @@ def test_describe_prints_a_markdown_table_per_pipeline(capsys):
     out = capsys.readouterr().out
     assert "| `gpu_count` | integer | `1` |" in out
     assert '| `init_model_uri` | string | `""` |' in out
+
+
+def test_a_cvat_url_with_credentials_is_refused_before_anything_runs(capsys):
+    url = "cvat_url=https://alice:s3cret-pw@cvat.example.com"
+    assert main(["run", "dataset_preparation", "--param", url, "--param", "task_ids=3"]) == 2
+    err = capsys.readouterr().err
+    assert "https://cvat.example.com carries credentials" in err and "CVAT_ACCESS_TOKEN" in err
+    assert "s3cret-pw" not in err

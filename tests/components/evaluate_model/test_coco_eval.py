@@ -132,3 +132,32 @@ def test_segm_wants_a_mask_per_detection():
     with pytest.raises(ValueError, match="no segmentation"):
         run_cocoeval(_tiny_gt(), [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1],
                                    "score": 1.0}], "segm")  # fmt: skip
+
+
+@pytest.mark.parametrize("as_coco", [False, True], ids=["dict", "COCO"])
+def test_the_ground_truth_is_left_as_it_was_given(as_coco):
+    """COCOeval adds `ignore` to every annotation and, for segm, swaps polygons for RLE with
+    bytes counts, which JSON cannot hold."""
+    from pycocotools import mask as mask_utils
+
+    from cvat_kfp.components.evaluate_model.coco_eval import coco_from_dict
+
+    gt = _tiny_gt()
+    for ann in gt["annotations"]:
+        x, y, w, h = ann["bbox"]
+        ann["segmentation"] = [[x, y, x + w, y, x + w, y + h, x, y + h]]
+    before = copy.deepcopy(gt)
+    given = coco_from_dict(gt) if as_coco else gt
+    rle = mask_utils.merge(
+        mask_utils.frPyObjects(before["annotations"][0]["segmentation"], 100, 100)
+    )
+    rle["counts"] = rle["counts"].decode()
+    detections = [{"image_id": 1, "category_id": 1, "bbox": [10, 10, 40, 40], "score": 0.9,
+                   "segmentation": rle}]  # fmt: skip
+
+    for iou_type in ("bbox", "segm", "segm"):  # a second use sees what the first left
+        result = run_cocoeval(given, detections, iou_type)
+        assert result.classes[0].ap == pytest.approx(1.0)
+
+    assert gt == before
+    json.dumps(gt)

@@ -1,10 +1,14 @@
 """evaluate() with a fake predictor: metrics, matrix, files and report from known mistakes."""
 
+import copy
+import io
 import json
 import re
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from cvat_kfp.components.common.label_map import LabelMap
 from cvat_kfp.components.evaluate_model import evaluate as evaluate_module
@@ -14,6 +18,7 @@ from cvat_kfp.components.evaluate_model.evaluate import (
     evaluate,
     evaluate_model_dir,
 )
+from cvat_kfp.components.evaluate_model.tfrecords import Split, SplitImage
 from tests.components.evaluate_model.fakes import FakePredictor
 
 CLASSES = ["circle", "square", "triangle"]
@@ -225,3 +230,72 @@ def test_a_class_named_background_keeps_the_categories_distinct(shapes_split, tm
     result = evaluate(FakePredictor(shapes_split), shapes_split, tmp_path, log=quiet)
 
     assert result.class_names == ["circle", "background", "triangle", "(background)"]
+
+
+def one_class_split(directory, gt_boxes: dict[int, list[float]], size: int = 100) -> Split:
+    """A split of size x size images, image id -> its one ground-truth box (pixels, [x, y, w, h]);
+    each image a flat grey of its own level, so FakePredictor tells them apart."""
+    images, annotations = [], []
+    for image_id, box in gt_boxes.items():
+        out = io.BytesIO()
+        Image.new("RGB", (size, size), (image_id, image_id, image_id)).save(out, "PNG")
+        images.append(SplitImage(image_id, f"{image_id}.png", size, size, out.getvalue()))
+        annotations.append({"id": image_id, "image_id": image_id, "category_id": 1, "bbox": box,
+                            "area": box[2] * box[3], "iscrowd": 0})  # fmt: skip
+    label_map = LabelMap(("thing",))
+    ground_truth = {
+        "images": [{"id": i.id, "file_name": i.file_name, "width": size, "height": size}
+                   for i in images],
+        "annotations": annotations,
+        "categories": label_map.to_categories(),
+    }  # fmt: skip
+    return Split(Path(directory), label_map, images, ground_truth, has_masks=False)
+
+
+def only(split, detections: dict[int, tuple]) -> FakePredictor:
+    """A predictor that misses every object and gives image id -> one (normalized box, class,
+    score) detection instead."""
+    drop = {image.id: {0} for image in split.images}
+    extra = {image_id: [found] for image_id, found in detections.items()}
+    return FakePredictor(split, drop=drop, extra=extra)
+
+
+def test_scores_closer_than_detections_json_shows_still_rank(tmp_path):
+    """A hit scored 3e-7 above a false detection on another image ranks first: AP 51/101 (the
+    precision is 1 up to recall 0.5). Rounded to 5 decimals the two scores tie, and COCOeval
+    breaks the tie by image order, which puts the false detection first and halves AP."""
+    split = one_class_split(tmp_path, {1: [10, 10, 40, 40], 2: [10, 10, 40, 40]})
+    predictor = only(split, {1: ((0.6, 0.6, 0.9, 0.9), 1, 0.5),  # nowhere near the object
+                             2: ((0.1, 0.1, 0.5, 0.5), 1, 0.5000003)})  # fmt: skip
+
+    result = evaluate(predictor, split, tmp_path / "out", max_report_images=0, log=quiet)
+
+    assert result.metrics["AP50"] == pytest.approx(51 / 101)
+    assert result.metrics["AP"] == pytest.approx(51 / 101)
+    saved = json.loads((tmp_path / "out" / "detections.json").read_text())
+    assert [d["score"] for d in saved] == [0.5, 0.5]  # the file keeps 5 decimals
+
+
+def test_an_iou_just_under_the_threshold_is_not_rounded_over_it(tmp_path):
+    """A detection covering 0.499996 of its object (IoU 0.499996) misses at IoU 0.5; its width
+    49.9996 rounded to 1/1000 pixel would be 50.0, IoU 0.5, a hit."""
+    split = one_class_split(tmp_path, {1: [0, 0, 100, 100]})
+    predictor = only(split, {1: ((0.0, 0.0, 1.0, 0.499996), 1, 0.9)})
+
+    result = evaluate(predictor, split, tmp_path / "out", max_report_images=0, log=quiet)
+
+    assert result.metrics["AP50"] == 0.0
+    saved = json.loads((tmp_path / "out" / "detections.json").read_text())
+    assert saved[0]["bbox"] == [0.0, 0.0, 50.0, 100.0]
+
+
+def test_ground_truth_json_is_the_split_as_read(shapes_split, tmp_path):
+    """COCOeval marks the ground truth it evaluates (`ignore` keys); the split's stays clean."""
+    before = copy.deepcopy(shapes_split.ground_truth)
+
+    evaluate(FakePredictor(shapes_split, has_masks=True), shapes_split, tmp_path, log=quiet)
+
+    assert shapes_split.ground_truth == before
+    saved = json.loads((tmp_path / "ground_truth.json").read_text())
+    assert saved == before
+    assert not any("ignore" in ann for ann in saved["annotations"])

@@ -42,7 +42,7 @@ def test_ground_truth_is_the_dataset_in_pixels(shapes_split_dir, shapes_split):
 def test_clear_errors_for_what_is_not_a_test_split(tmp_path, shapes_split_dir):
     with pytest.raises(SplitError, match="does not exist"):
         load_split(tmp_path / "nowhere")
-    with pytest.raises(SplitError, match="no label_map.json or label_map.pbtxt"):
+    with pytest.raises(SplitError, match="has no manifest.json"):
         load_split(tmp_path)
 
     broken = tmp_path / "broken"

@@ -312,3 +312,18 @@ def test_a_failed_export_reports_the_server_message(server, tmp_path, lines, env
 
     with pytest.raises(CvatServerError, match=r"CVAT failed to export task 12: No space left"):
         export(server, tmp_path, lines, task_ids=[12])
+
+
+def test_a_cvat_url_with_credentials_is_refused_and_its_password_never_shown(
+    server, tmp_path, lines, env, caplog
+):
+    server.add_task(12)
+    url = server.url.replace("http://", "http://alice:s3cret-pw@")
+
+    with pytest.raises(ValueError, match="carries credentials") as error:
+        export_from_cvat(url, tmp_path, task_ids=[12], log=lines.append, **FAST)
+
+    assert "CVAT_ACCESS_TOKEN" in str(error.value) and server.url in str(error.value)
+    shown = "\n".join([str(error.value), *lines, caplog.text])
+    assert "s3cret-pw" not in shown
+    assert server.requests == []

@@ -3,6 +3,7 @@ server speaking CVAT's REST API: the uploaded shapes are checked exactly."""
 
 import io
 import json
+import logging
 import xml.etree.ElementTree as ET
 
 import numpy as np
@@ -16,7 +17,7 @@ from cvat_kfp.components.common.label_map import LabelMap
 from cvat_kfp.components.export_annotations.builder import DatasetBuilder
 from cvat_kfp.components.export_annotations.readers import cvat_xml
 from cvat_kfp.components.inference.predictor import Detections
-from cvat_kfp.components.preannotate.preannotate import preannotate_task
+from cvat_kfp.components.preannotate.preannotate import run_preannotate
 from tests.components.export_annotations.cvat_mock_server import CvatMockServer
 
 CREDENTIAL_VARS = ("CVAT_ACCESS_TOKEN", "CVAT_USERNAME", "CVAT_PASSWORD", "CVAT_ORGANIZATION")
@@ -86,21 +87,30 @@ def server():
 
 
 @pytest.fixture()
-def lines():
-    return []
+def logs(caplog):
+    caplog.set_level(logging.INFO)
+    return caplog
 
 
-def run(server, tmp_path, lines, predictor, task_id="7", **options):
-    return preannotate_task(
+def run(server, tmp_path, predictor, task_id="7", **options):
+    """The result's predictions metadata and the report's Markdown."""
+    result = run_preannotate(
         "unused-model-dir",
         str(tmp_path / "predictions"),
+        str(tmp_path / "report" / "report.md"),
         server.url,
         task_id,
         predictor=predictor,
         retry_delay=0.01,
-        log=lines.append,
         **options,
     )
+    assert set(result.metadata) == {"predictions"}
+    report = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
+    return result.metadata["predictions"], report
+
+
+def report_of(tmp_path):
+    return str(tmp_path / "report.md")
 
 
 def uploaded(server, task_id=7):
@@ -138,7 +148,7 @@ def predictions_json(tmp_path):
 # --- boxes ---------------------------------------------------------------------------------
 
 
-def test_boxes_are_appended_as_rectangles_batch_by_batch(server, tmp_path, lines, env):
+def test_boxes_are_appended_as_rectangles_batch_by_batch(server, tmp_path, env, logs):
     server.add_task(7, labels=["cat", "dog"], frames=frames(3))
     cat, dog = server.label_id(7, "cat"), server.label_id(7, "dog")
     server.add_shapes(7, {"type": "rectangle", "frame": 0, "label_id": dog, "points": [1, 1, 2, 2]})
@@ -151,7 +161,7 @@ def test_boxes_are_appended_as_rectangles_batch_by_batch(server, tmp_path, lines
         ],
     )
 
-    result = run(server, tmp_path, lines, predictor, batch_size=2)
+    metadata, report = run(server, tmp_path, predictor, batch_size=2)
 
     assert uploaded(server)[1:] == [
         shape("rectangle", 0, cat, [4.0, 3.0, 20.0, 15.0], 0.9),
@@ -162,11 +172,13 @@ def test_boxes_are_appended_as_rectangles_batch_by_batch(server, tmp_path, lines
     assert [p.query for p in patches] == [{"action": "create"}] * 2  # frames 0-1, frame 2
     assert not server.calls("DELETE", ANNOTATIONS) and not server.calls("PUT", ANNOTATIONS)
     assert [p.shape for p in predictor.images] == [(H, W, 3)] * 3
-    assert result.metadata["uploaded_shapes"] == 2 and result.metadata["below_threshold"] == 1
-    assert result.metadata["predictions_per_label"] == {"cat": 1, "dog": 1}
-    assert "| frames processed | 3 |" in result.report_markdown
-    assert "| cat | 1 | rectangle | 1 | 1 |" in result.report_markdown
-    assert any("batch 2 of 2 (frames 2-2): 1 shape(s) uploaded, 2 in all" in x for x in lines)
+    assert metadata["uploaded_shapes"] == 2 and metadata["below_threshold"] == 1
+    assert metadata["predictions_per_label"] == {"cat": 1, "dog": 1}
+    assert "| frames processed | 3 |" in report
+    assert "| cat | 1 | rectangle | 1 | 1 |" in report
+    assert any(
+        "batch 2 of 2 (frames 2-2): 1 shape(s) uploaded, 2 in all" in x for x in logs.messages
+    )
 
     coco = predictions_json(tmp_path)
     assert coco["categories"] == [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}]
@@ -182,53 +194,55 @@ def test_boxes_are_appended_as_rectangles_batch_by_batch(server, tmp_path, lines
     assert second["image_id"] == 3 and second["bbox"] == [10.0, 5.0, 30.0, 25.0]
 
 
-def test_replace_removes_the_annotations_first(server, tmp_path, lines, env):
+def test_replace_removes_the_annotations_first(server, tmp_path, env):
     server.add_task(7, labels=["cat"], frames=frames(1))
     cat = server.label_id(7, "cat")
     server.add_shapes(7, {"type": "rectangle", "frame": 0, "label_id": cat, "points": [1, 1, 2, 2]})
     predictor = FakePredictor(["cat"], [[det("cat", 0.6, 1, 2, 3, 4)]])
 
-    result = run(server, tmp_path, lines, predictor, existing_annotations="replace")
+    metadata, report = run(server, tmp_path, predictor, existing_annotations="replace")
 
     assert uploaded(server) == [shape("rectangle", 0, cat, [1.0, 2.0, 3.0, 4.0], 0.6)]
     methods = [r.method for r in server.requests if r.path.endswith("/annotations/")]
     assert methods == ["DELETE", "PATCH"]
-    assert "replacing the task's annotations" in result.report_markdown
+    assert "replacing the task's annotations" in report
 
 
-def test_dry_run_writes_predictions_and_changes_nothing(server, tmp_path, lines, env):
+def test_dry_run_writes_predictions_and_changes_nothing(server, tmp_path, env):
     server.add_task(7, labels=["cat"], frames=frames(2))
     predictor = FakePredictor(["cat"], [[det("cat", 0.6, 1, 2, 3, 4)], []])
 
-    result = run(server, tmp_path, lines, predictor, dry_run=True, existing_annotations="replace")
+    metadata, report = run(
+        server, tmp_path, predictor, dry_run=True, existing_annotations="replace"
+    )
 
     assert uploaded(server) == []
     assert [r.method for r in server.requests if "annotations" in r.path] == []
     assert len(predictions_json(tmp_path)["annotations"]) == 1
-    assert result.metadata["dry_run"] is True and result.metadata["uploaded_shapes"] == 0
-    assert "dry run" in result.report_markdown
+    assert metadata["dry_run"] is True and metadata["uploaded_shapes"] == 0
+    assert "dry run" in report
 
 
-def test_deleted_frames_are_neither_read_nor_predicted(server, tmp_path, lines, env):
+def test_deleted_frames_are_neither_read_nor_predicted(server, tmp_path, env):
     server.add_task(7, labels=["cat"], frames=frames(4), deleted_frames=[1, 2])
     predictor = FakePredictor(
         ["cat"], [[det("cat", 0.6, 1, 2, 3, 4)], [det("cat", 0.7, 1, 1, 9, 9)]]
     )
 
-    result = run(server, tmp_path, lines, predictor)
+    metadata, report = run(server, tmp_path, predictor)
 
     assert [s["frame"] for s in uploaded(server)] == [0, 3]
     frames_read = [r.query["number"] for r in server.calls("GET", r"/api/tasks/7/data/?")]
     assert frames_read == ["0", "3"]
     assert [i["frame"] for i in predictions_json(tmp_path)["images"]] == [0, 3]
-    assert "2 deleted frame(s) left out" in result.report_markdown
+    assert "2 deleted frame(s) left out" in report
 
 
-def test_video_frames_take_the_size_of_the_single_meta_entry(server, tmp_path, lines, env):
+def test_video_frames_take_the_size_of_the_single_meta_entry(server, tmp_path, env):
     server.add_task(7, labels=["cat"], frames=frames(2), video="clip.mp4")
     predictor = FakePredictor(["cat"], [[], [det("cat", 0.6, 1, 2, 3, 4)]])
 
-    run(server, tmp_path, lines, predictor)
+    run(server, tmp_path, predictor)
 
     assert uploaded(server)[0]["frame"] == 1
     images = predictions_json(tmp_path)["images"]
@@ -238,7 +252,7 @@ def test_video_frames_take_the_size_of_the_single_meta_entry(server, tmp_path, l
     ]
 
 
-def test_exif_turned_images_are_predicted_as_cvat_shows_them(server, tmp_path, lines, env):
+def test_exif_turned_images_are_predicted_as_cvat_shows_them(server, tmp_path, env):
     # stored 30x40, orientation 6 (turned 90°): CVAT shows and sizes it 40x30
     server.add_task(
         7,
@@ -248,11 +262,11 @@ def test_exif_turned_images_are_predicted_as_cvat_shows_them(server, tmp_path, l
     server.frames[7][0].width, server.frames[7][0].height = W, H
     predictor = FakePredictor(["cat"], [[det("cat", 0.6, 1, 2, 3, 4)]])
 
-    result = run(server, tmp_path, lines, predictor)
+    metadata, report = run(server, tmp_path, predictor)
 
     assert predictor.images[0].shape == (H, W, 3)
-    assert result.metadata["uploaded_shapes"] == 1
-    assert "differs" not in result.report_markdown
+    assert metadata["uploaded_shapes"] == 1
+    assert "differs" not in report
 
 
 # --- masks ---------------------------------------------------------------------------------
@@ -273,9 +287,7 @@ def two_parts():
     return mask
 
 
-def test_masks_become_exact_polygons_parts_grouped_past_the_task_groups(
-    server, tmp_path, lines, env
-):
+def test_masks_become_exact_polygons_parts_grouped_past_the_task_groups(server, tmp_path, env):
     server.add_task(7, labels=["cat"], frames=frames(1))
     cat = server.label_id(7, "cat")
     server.add_shapes(
@@ -287,7 +299,7 @@ def test_masks_become_exact_polygons_parts_grouped_past_the_task_groups(
         has_masks=True,
     )
 
-    run(server, tmp_path, lines, predictor)
+    run(server, tmp_path, predictor)
 
     l_polygon = [10.0, 5.0, 10.0, 20.0, 30.0, 20.0, 30.0, 16.0, 14.0, 16.0, 14.0, 5.0]
     big = [20.0, 10.0, 20.0, 20.0, 30.0, 20.0, 30.0, 10.0]
@@ -304,15 +316,13 @@ def test_masks_become_exact_polygons_parts_grouped_past_the_task_groups(
     assert (rasterized == l_shape()).all()
 
 
-def test_cvat_masks_decode_back_through_the_sdk_and_our_cvat_xml_reader(
-    server, tmp_path, lines, env
-):
+def test_cvat_masks_decode_back_through_the_sdk_and_our_cvat_xml_reader(server, tmp_path, env):
     server.add_task(7, labels=["cat"], frames=frames(1))
     cat = server.label_id(7, "cat")
     mask = two_parts()
     predictor = FakePredictor(["cat"], [[det("cat", 0.9, 2, 2, 36, 26, mask)]], has_masks=True)
 
-    run(server, tmp_path, lines, predictor, mask_format="mask")
+    run(server, tmp_path, predictor, mask_format="mask")
 
     (stored,) = uploaded(server)
     assert stored == shape("mask", 0, cat, stored["points"], 0.9)
@@ -353,16 +363,14 @@ def read_back_through_cvat_xml(tmp_path, points) -> np.ndarray:
     return mask_utils.decode(rle)
 
 
-def test_label_types_pick_the_shape_and_boxes_fill_polygon_and_mask_labels(
-    server, tmp_path, lines, env
-):
+def test_label_types_pick_the_shape_and_boxes_fill_polygon_and_mask_labels(server, tmp_path, env):
     server.add_task(
         7, labels=[("cat", "rectangle"), ("dog", "polygon"), ("fox", "mask")], frames=frames(1)
     )
     ids = [server.label_id(7, n) for n in ("cat", "dog", "fox")]
     boxes = [det(n, 0.9, 1, 2, 4, 6) for n in ("cat", "dog", "fox")]
 
-    run(server, tmp_path, lines, FakePredictor(["cat", "dog", "fox"], [boxes]))
+    run(server, tmp_path, FakePredictor(["cat", "dog", "fox"], [boxes]))
 
     assert uploaded(server) == [
         shape("rectangle", 0, ids[0], [1.0, 2.0, 4.0, 6.0], 0.9),
@@ -371,25 +379,25 @@ def test_label_types_pick_the_shape_and_boxes_fill_polygon_and_mask_labels(
     ]
 
 
-def test_empty_masks_are_skipped_and_counted(server, tmp_path, lines, env):
+def test_empty_masks_are_skipped_and_counted(server, tmp_path, env):
     server.add_task(7, labels=["cat"], frames=frames(1))
     predictor = FakePredictor(["cat"], [[det("cat", 0.9, 1, 2, 4, 6, None)]], has_masks=True)
 
-    result = run(server, tmp_path, lines, predictor)
+    metadata, report = run(server, tmp_path, predictor)
 
     assert uploaded(server) == []
-    assert "| empty mask | 1 |" in result.report_markdown
+    assert "| empty mask | 1 |" in report
 
 
 # --- labels --------------------------------------------------------------------------------
 
 
-def test_model_labels_the_task_lacks_fail_listing_them(server, tmp_path, lines, env):
+def test_model_labels_the_task_lacks_fail_listing_them(server, tmp_path, env):
     server.add_task(7, labels=["Cat", ("pose", "skeleton")], frames=frames(1))
     predictor = FakePredictor(["cat", "pose", "Cat"], [])
 
     with pytest.raises(ValueError) as error:
-        run(server, tmp_path, lines, predictor)
+        run(server, tmp_path, predictor)
 
     message = str(error.value)
     assert "'cat': not in the task (the task has 'Cat'; names are case-sensitive)" in message
@@ -399,55 +407,55 @@ def test_model_labels_the_task_lacks_fail_listing_them(server, tmp_path, lines, 
     assert predictor.images == [] and uploaded(server) == []
 
 
-def test_skip_leaves_unknown_labels_out_and_counts_them(server, tmp_path, lines, env):
+def test_skip_leaves_unknown_labels_out_and_counts_them(server, tmp_path, env):
     server.add_task(7, labels=["cat"], frames=frames(1))
     predictor = FakePredictor(
         ["cat", "dog"], [[det("dog", 0.9, 1, 2, 4, 6), det("cat", 0.8, 1, 2, 4, 6)]]
     )
 
-    result = run(server, tmp_path, lines, predictor, unknown_labels="skip")
+    metadata, report = run(server, tmp_path, predictor, unknown_labels="skip")
 
     assert [s["label_id"] for s in uploaded(server)] == [server.label_id(7, "cat")]
-    assert "| label 'dog': not in the task | 1 |" in result.report_markdown
-    assert "| dog | — | left out: not in the task | | |" in result.report_markdown
-    assert result.metadata["skipped"] == 1
+    assert "| label 'dog': not in the task | 1 |" in report
+    assert "| dog | — | left out: not in the task | | |" in report
+    assert metadata["skipped"] == 1
 
 
-def test_no_usable_label_at_all_fails_even_with_skip(server, tmp_path, lines, env):
+def test_no_usable_label_at_all_fails_even_with_skip(server, tmp_path, env):
     server.add_task(7, labels=["car"], frames=frames(1))
 
     with pytest.raises(ValueError, match="none of the model's labels can be used in task 7"):
-        run(server, tmp_path, lines, FakePredictor(["cat"], []), unknown_labels="skip")
+        run(server, tmp_path, FakePredictor(["cat"], []), unknown_labels="skip")
 
 
 # --- server errors and options ------------------------------------------------------------
 
 
-def test_transient_upload_errors_are_retried_without_duplicates(server, tmp_path, lines, env):
+def test_transient_upload_errors_are_retried_without_duplicates(server, tmp_path, env, logs):
     server.add_task(7, labels=["cat"], frames=frames(1))
     server.fail("PATCH", "/api/tasks/7/annotations/", 503, 429)
     server.fail("GET", "/api/tasks/7/data/", 502)
     predictor = FakePredictor(["cat"], [[det("cat", 0.9, 1, 2, 4, 6)]])
 
-    run(server, tmp_path, lines, predictor)
+    run(server, tmp_path, predictor)
 
     assert len(uploaded(server)) == 1
     assert len(server.calls("PATCH", ANNOTATIONS)) == 3
-    assert sum("retry" in line for line in lines) == 3
+    assert sum("retry" in line for line in logs.messages) == 3
 
 
-def test_a_missing_task_is_named(server, tmp_path, lines, env):
+def test_a_missing_task_is_named(server, tmp_path, env):
     with pytest.raises(CvatServerError, match="task 9 not found on"):
-        run(server, tmp_path, lines, FakePredictor(["cat"], []), task_id="9")
+        run(server, tmp_path, FakePredictor(["cat"], []), task_id="9")
 
 
-def test_credentials_come_from_the_environment_only(server, tmp_path, lines, env):
+def test_credentials_come_from_the_environment_only(server, tmp_path, env):
     env.delenv("CVAT_ACCESS_TOKEN")
     with pytest.raises(CvatServerError, match="no CVAT credentials in the environment"):
-        run(server, tmp_path, lines, FakePredictor(["cat"], []))
+        run(server, tmp_path, FakePredictor(["cat"], []))
 
 
-def test_password_login_works_for_every_call(server, tmp_path, lines, env):
+def test_password_login_works_for_every_call(server, tmp_path, env):
     env.delenv("CVAT_ACCESS_TOKEN")
     env.setenv("CVAT_USERNAME", server.username)
     env.setenv("CVAT_PASSWORD", server.password)
@@ -456,7 +464,6 @@ def test_password_login_works_for_every_call(server, tmp_path, lines, env):
     run(
         server,
         tmp_path,
-        lines,
         FakePredictor(["cat"], [[det("cat", 0.9, 1, 2, 4, 6)]]),
         existing_annotations="replace",
     )
@@ -465,9 +472,11 @@ def test_password_login_works_for_every_call(server, tmp_path, lines, env):
 
 
 @pytest.mark.parametrize("task_id", ["", " ", "abc", "0", "-3", "1.5", "7,8"])
-def test_task_id_must_be_a_positive_integer(tmp_path, lines, env, task_id):
+def test_task_id_must_be_a_positive_integer(tmp_path, env, task_id):
     with pytest.raises(ValueError, match="task_id must be a positive integer"):
-        preannotate_task("m", str(tmp_path), "http://cvat", task_id, predictor=object())
+        run_preannotate(
+            "m", str(tmp_path), report_of(tmp_path), "http://cvat", task_id, predictor=object()
+        )
 
 
 @pytest.mark.parametrize(
@@ -482,4 +491,31 @@ def test_task_id_must_be_a_positive_integer(tmp_path, lines, env, task_id):
 )
 def test_options_are_checked_first(tmp_path, env, options, message):
     with pytest.raises(ValueError, match=message):
-        preannotate_task("m", str(tmp_path), "http://cvat", "7", predictor=object(), **options)
+        run_preannotate(
+            "m",
+            str(tmp_path),
+            report_of(tmp_path),
+            "http://cvat",
+            "7",
+            predictor=object(),
+            **options,
+        )
+
+
+def test_a_cvat_url_with_credentials_is_refused_and_its_password_never_shown(
+    server, tmp_path, env, logs
+):
+    server.add_task(7, labels=["cat"], frames=frames(1))
+    predictor = FakePredictor(["cat"], [[det("cat", 0.9, 1, 2, 4, 6)]])
+    url = server.url.replace("http://", "http://alice:s3cret-pw@")
+
+    with pytest.raises(ValueError) as error:
+        run_preannotate("m", str(tmp_path), report_of(tmp_path), url, "7", predictor=predictor)
+
+    message = str(error.value)
+    assert "carries credentials" in message and "CVAT_ACCESS_TOKEN" in message
+    assert "CVAT_USERNAME and CVAT_PASSWORD" in message
+    assert server.url in message  # which URL, without its user info
+    shown = "\n".join([message, *logs.messages, logs.text])
+    assert "s3cret-pw" not in shown and "alice" not in shown
+    assert server.requests == [] and predictor.images == []

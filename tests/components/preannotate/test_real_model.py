@@ -10,7 +10,7 @@ from cvat_sdk.masks import decode_mask
 from PIL import Image
 
 from cvat_kfp.components.inference.predictor import TrainedPredictor, load_predictor
-from cvat_kfp.components.preannotate.preannotate import preannotate_task
+from cvat_kfp.components.preannotate.preannotate import run_preannotate
 from tests.components.export_annotations.cvat_mock_server import CvatMockServer
 from tests.trained_models import CLASSES
 
@@ -35,14 +35,14 @@ def preannotate(model_dir, predictor, tmp_path, threshold=THRESHOLD, **options):
     frames = task_frames(model_dir)
     with CvatMockServer() as server:
         server.add_task(7, labels=list(CLASSES), frames=frames)
-        preannotate_task(
+        run_preannotate(
             str(model_dir),
             str(tmp_path / "predictions"),
+            str(tmp_path / "report.md"),
             server.url,
             "7",
             score_threshold=threshold,
             predictor=predictor,
-            log=lambda line: None,
             **options,
         )
         ids = {name: server.label_id(7, name) for name in CLASSES}
