@@ -12,7 +12,10 @@ and, on CVAT Enterprise/Cloud, as a native function served by `cvat-cli function
 `model` is export-model's output (a folder holding saved_model/ and label_map.json) or a trained
 Model (train-tfod / train-maskrcnn), as a local folder, an archive of one, a gs:// folder or
 archive, or an https:// archive. Remote models and archives are fetched once into a cache
-(`cache_dir`, else $CVAT_KFP_CACHE_DIR, else ~/.cache/cvat-kfp) and reused by later runs.
+(`cache_dir`, else $CVAT_KFP_CACHE_DIR, else ~/.cache/cvat-kfp/models) and reused by later runs:
+a remote URI is taken to name one model for good, as export-model never writes over a
+destination (remove its cache entry to fetch it again); a local archive is fetched again when
+its size or modification time changes.
 
 The spec declares the model's labels by name with the label map's ids: rectangle labels for a
 detector, mask labels for Mask R-CNN (polygons when CVAT asks for conv_mask_to_poly). CVAT's
