@@ -32,7 +32,9 @@ def export_annotations(
             Leave empty to pull from `cvat_url`.
         annotation_format: "auto" (detected from the files) or a CVAT format name: COCO 1.0,
             CVAT for images 1.1, CVAT for video 1.1, YOLO 1.1, PASCAL VOC 1.1, LabelMe 3.0,
-            Segmentation mask 1.1, MOT 1.1, TFRecord 1.0.
+            Segmentation mask 1.1, MOT 1.1, TFRecord 1.0. From a server: the format the export
+            is requested in ("auto": COCO 1.0; "CVAT for images 1.1" keeps each shape's source,
+            which measure-corrections needs).
         cvat_url: CVAT server URL (e.g. https://app.cvat.ai) to export the ids below from;
             ignored beside a source. Credentials come from the CVAT_ACCESS_TOKEN or
             CVAT_USERNAME/CVAT_PASSWORD environment variables (a Secret).
@@ -44,29 +46,19 @@ def export_annotations(
         skip_bad_images: Skip (and count) missing, corrupt or mis-sized images instead of
             failing the run.
     """
-    import shutil
-    import tempfile
-    from pathlib import Path
+    from cvat_kfp.components.export_annotations.export import run_export_annotations
 
-    from cvat_kfp.components.common.report import REPORT_MARKDOWN
-    from cvat_kfp.components.export_annotations.export import export_annotations as export
-
-    report_dir = Path(tempfile.mkdtemp(prefix="report-"))
-    try:
-        result = export(
-            dataset.path,
-            source=source,
-            format_name=annotation_format,
-            cvat_url=cvat_url,
-            task_ids=task_ids,
-            project_ids=project_ids,
-            job_ids=job_ids,
-            completed_jobs_only=completed_jobs_only,
-            group_by_task=group_by_task,
-            skip_bad_images=skip_bad_images,
-            report_dir=report_dir,
-        )
-    finally:
-        if (report_dir / REPORT_MARKDOWN).is_file():
-            shutil.copyfile(report_dir / REPORT_MARKDOWN, report.path)
-    dataset.metadata.update(result.metadata())
+    result = run_export_annotations(
+        dataset.path,
+        report.path,
+        source=source,
+        annotation_format=annotation_format,
+        cvat_url=cvat_url,
+        task_ids=task_ids,
+        project_ids=project_ids,
+        job_ids=job_ids,
+        completed_jobs_only=completed_jobs_only,
+        group_by_task=group_by_task,
+        skip_bad_images=skip_bad_images,
+    )
+    dataset.metadata.update(result.metadata["dataset"])

@@ -1,8 +1,8 @@
 """export-annotations: whatever a team has in CVAT becomes one validated Dataset directory.
 
 The source is a CVAT export (folder or archive; local, gs:// or https://) or a CVAT server
-(tasks, projects, jobs, exported as COCO 1.0 with images). Several server exports merge into one
-Dataset: classes by name, file names kept apart by a per-source folder.
+(tasks, projects, jobs, exported with images as COCO 1.0 or the format asked for). Several server
+exports merge into one Dataset: classes by name, file names kept apart by a per-source folder.
 """
 
 from __future__ import annotations
@@ -14,18 +14,18 @@ from pathlib import Path
 from ..common.dataset import Dataset
 from ..common.report import Report, ReportError
 from .builder import STAGE, DatasetBuilder
-from .formats import AUTO, read_export
+from .formats import AUTO, read_export, resolve_format
+
+SERVER_FORMAT = "COCO 1.0"  # what a server export is requested as by default
 
 
-@dataclass
-class ExportResult:
+@dataclass(frozen=True)
+class ExportAnnotationsResult:
     dataset: Dataset
     report: Report
-    format_name: str
-    sources: list[str]
-
-    def metadata(self) -> dict:
-        return {**self.dataset.metadata(), "format": self.format_name, "sources": self.sources}
+    format_name: str  # the format the export was read as
+    sources: list[str]  # where it came from, secrets redacted
+    metadata: dict[str, dict]  # keyed by the face's output: dataset
 
 
 def parse_ids(ids: str | list | tuple | None, what: str) -> list[int]:
@@ -44,11 +44,12 @@ def parse_ids(ids: str | list | tuple | None, what: str) -> list[int]:
     return parsed
 
 
-def export_annotations(
-    output_dir: str | Path,
+def run_export_annotations(
+    dataset_dir: str | Path,
+    report_path: str | Path,
     *,
     source: str = "",
-    format_name: str = AUTO,
+    annotation_format: str = AUTO,
     cvat_url: str = "",
     task_ids=(),
     project_ids=(),
@@ -56,13 +57,14 @@ def export_annotations(
     completed_jobs_only: bool = False,
     group_by_task: bool = False,
     skip_bad_images: bool = False,
-    work_dir: str | Path | None = None,
-    report_dir: str | Path | None = None,
-) -> ExportResult:
-    """Read an export (`source`) or pull one from a CVAT server (`cvat_url` + ids) into a Dataset.
+) -> ExportAnnotationsResult:
+    """Read an export (`source`) or pull one from a CVAT server (`cvat_url` + ids) into the Dataset
+    directory `dataset_dir`.
 
-    The report (report.json/.md/.html) is saved to `report_dir` (default: `output_dir`) also when
-    the export is refused; then ReportError says what was refused and where.
+    The report is saved into `dataset_dir` (report.json/.md/.html) and as Markdown to
+    `report_path`, also when the export is refused; then ReportError says what was refused and
+    where. Downloads and extracted archives live in a scratch folder under the system temp
+    directory, removed when the run ends.
     """
     task_ids = parse_ids(task_ids, "task_ids")
     project_ids = parse_ids(project_ids, "project_ids")
@@ -87,8 +89,7 @@ def export_annotations(
 
     report = Report(STAGE)
     builder = DatasetBuilder(report)
-    report_dir = Path(report_dir or output_dir)
-    with tempfile.TemporaryDirectory(dir=work_dir, prefix="cvat-export-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="cvat-export-") as scratch:
         scratch = Path(scratch)
         try:
             if from_server:
@@ -96,20 +97,27 @@ def export_annotations(
                     builder,
                     scratch,
                     cvat_url,
+                    annotation_format,
                     dict(task_ids=task_ids, project_ids=project_ids, job_ids=job_ids),
                     completed_jobs_only=completed_jobs_only,
                     group_by_task=group_by_task,
                 )
             else:
-                format_name, sources = _read_source(builder, scratch, source, format_name)
-            dataset = builder.build(output_dir, skip_bad_images=skip_bad_images)
+                format_name, sources = _read_source(builder, scratch, source, annotation_format)
+            dataset = builder.build(dataset_dir, skip_bad_images=skip_bad_images)
         except ReportError:
-            report.save(report_dir)
+            _save_report(report, dataset_dir, report_path)
             raise
-    report.save(report_dir)
-    if Path(report_dir) != Path(output_dir):
-        report.save(output_dir)  # the Dataset carries its own report
-    return ExportResult(dataset, report, format_name, sources)
+    _save_report(report, dataset_dir, report_path)
+    metadata = {**dataset.metadata(), "format": format_name, "sources": sources}
+    return ExportAnnotationsResult(dataset, report, format_name, sources, {"dataset": metadata})
+
+
+def _save_report(report: Report, dataset_dir: str | Path, report_path: str | Path) -> None:
+    report.save(dataset_dir)  # the Dataset carries its own report
+    report_path = Path(report_path)
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    report_path.write_text(report.to_markdown(), encoding="utf-8")
 
 
 def _read_source(builder, scratch: Path, source: str, format_name: str):
@@ -123,12 +131,22 @@ def _read_source(builder, scratch: Path, source: str, format_name: str):
     return read_as, [label]
 
 
-def _read_server_exports(builder, scratch, cvat_url, ids, *, completed_jobs_only, group_by_task):
+def _read_server_exports(
+    builder, scratch, cvat_url, format_name, ids, *, completed_jobs_only, group_by_task
+):
     from .cvat_server import export_from_cvat
     from .sources import fetch_source
 
+    # COCO 1.0 unless asked otherwise: "CVAT for images 1.1" carries each shape's `source`.
+    format_name = (
+        SERVER_FORMAT if format_name.strip().lower() == AUTO else resolve_format(format_name)
+    )
     exports = export_from_cvat(
-        cvat_url, scratch / "downloads", completed_jobs_only=completed_jobs_only, **ids
+        cvat_url,
+        scratch / "downloads",
+        completed_jobs_only=completed_jobs_only,
+        format_name=format_name,
+        **ids,
     )
     for index, export in enumerate(exports):
         root = fetch_source(str(export.archive), scratch / f"export-{index}")
@@ -136,7 +154,7 @@ def _read_server_exports(builder, scratch, cvat_url, ids, *, completed_jobs_only
         # group per task would leave a one-task export nothing to split.
         builder.default_group = export.group if group_by_task else None
         builder.file_prefix = Path(export.archive).stem if len(exports) > 1 else ""
-        read_export(root, builder, "COCO 1.0")
-        builder.report.note("read", f"{export.resource}: read as COCO 1.0", cvat_url)
+        read_export(root, builder, format_name)
+        builder.report.note("read", f"{export.resource}: read as {format_name}", cvat_url)
     builder.default_group, builder.file_prefix = None, ""
-    return "COCO 1.0", [f"{cvat_url} {export.resource}" for export in exports]
+    return format_name, [f"{cvat_url} {export.resource}" for export in exports]

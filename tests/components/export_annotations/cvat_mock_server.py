@@ -5,8 +5,9 @@ create-native` and `cvat-cli function run-agent` call.
 
 Its JSON carries the fields a CVAT 2.x server sends, so cvat-sdk's strict response models check
 the shapes. Tests register projects, tasks (with labels and frames), jobs and the archive each
-export serves, inject failures per route, and read back every request the server got and the
-annotations each task holds.
+export serves (a task without one is exported "CVAT for images 1.1" from the annotations it
+holds, as CVAT writes it), edit shapes as a person in CVAT's editor does, inject failures per
+route, and read back every request the server got and the annotations each task holds.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import PurePosixPath
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+from xml.sax.saxutils import escape
 
 from PIL import Image
 
@@ -30,7 +32,8 @@ DATE = "2025-01-15T10:00:00.000000Z"
 PAGE_SIZE = 2  # small, so that listing jobs and tasks takes several pages
 SESSION_ID = "mock-session-id"
 CSRF_TOKEN = "mock-csrf-token"
-EXPORT_FORMATS = ("COCO 1.0", "CVAT for images 1.1", "YOLO 1.1")
+CVAT_IMAGES = "CVAT for images 1.1"
+EXPORT_FORMATS = ("COCO 1.0", CVAT_IMAGES, "YOLO 1.1")
 LABEL_TYPES = ("any", "rectangle", "polygon", "mask", "points", "polyline", "ellipse", "cuboid")
 LABEL_TYPES += ("skeleton", "tag")
 SHAPE_TYPES = ("rectangle", "polygon", "polyline", "points", "ellipse", "cuboid", "mask")
@@ -167,6 +170,41 @@ class CvatMockServer:
     def add_shapes(self, task_id: int, *shapes: dict) -> None:
         """Annotations already in the task (LabeledShape JSON; defaults filled in)."""
         self.annotations[task_id]["shapes"] += [self._stored_shape(s) for s in shapes]
+
+    # --- a person in CVAT's editor
+
+    def edit_shape(self, task_id: int, shape_id: int, **changes) -> None:
+        """Change a shape's points, label_id, attributes, ... as the editor saves it: a model's
+        shape ("auto", "semi-auto") becomes "semi-auto", a file's "manual" (cvat-core,
+        computeNewSource)."""
+        shape = self._shape(task_id, shape_id)
+        shape.update(changes)
+        source = shape["source"]
+        shape["source"] = {"auto": "semi-auto", "semi-auto": "semi-auto"}.get(
+            source, "consensus" if source == "consensus" else "manual"
+        )
+
+    def delete_shape(self, task_id: int, shape_id: int) -> None:
+        shapes = self.annotations[task_id]["shapes"]
+        shapes.remove(self._shape(task_id, shape_id))
+
+    def draw_shape(self, task_id: int, **shape) -> int:
+        """A shape a person draws ("manual"); returns its id."""
+        (stored,) = self._checked_shapes(task_id, [{"source": "manual", **shape}])[0] or [None]
+        assert stored is not None, shape
+        self.annotations[task_id]["shapes"].append(stored)
+        return stored["id"]
+
+    def rename_label(self, label_id: int, name: str) -> None:
+        self.labels[label_id]["name"] = name
+
+    def delete_frames(self, task_id: int, *frames: int) -> None:
+        """Frames deleted in the task: kept in the data, left out of exports (shapes and all)."""
+        self.tasks[task_id]["deleted_frames"] += list(frames)
+
+    def _shape(self, task_id: int, shape_id: int) -> dict:
+        (shape,) = (s for s in self.annotations[task_id]["shapes"] if s["id"] == shape_id)
+        return shape
 
     def add_job(self, job_id: int, task_id: int, state: str, type: str = "annotation") -> None:
         self.jobs[job_id] = {"task_id": task_id, "state": state, "type": type}
@@ -361,9 +399,79 @@ class CvatMockServer:
         export = self.exports.get(query.get("rq_id", ""))
         if export is None or export.status != "finished":
             return 400, "Dataset export has not been finished yet"
-        archive = self.archives.get(f"{kind}-{object_id}", self.default_archive)
+        archive = self.archives.get(f"{kind}-{object_id}")
+        if archive is None and kind == "task" and export.format == CVAT_IMAGES:
+            archive = self.cvat_images_archive(int(object_id))
+        archive = archive if archive is not None else self.default_archive
         name = f"{kind}_{object_id}_dataset_coco_1_0.zip"
         return 200, archive, [("Content-Disposition", f'attachment; filename="{name}"')]
+
+    def cvat_images_archive(self, task_id: int) -> bytes:
+        """The task as CVAT exports it "CVAT for images 1.1" with images, from what it holds now:
+        annotations.xml (labels by their current names, each shape's source, deleted frames
+        left out) and images/<frame name> (cvat/apps/dataset_manager/formats/cvat.py,
+        dump_as_cvat_annotation)."""
+        task, frames = self.tasks[task_id], self.frames.get(task_id, [])
+        labels = [lb for _, lb in sorted(self.labels.items()) if lb["task_id"] == task_id]
+        xml = ["<?xml version='1.0' encoding='utf-8'?>", "<annotations>", "<version>1.1</version>"]
+        xml += [
+            "<meta><task>",
+            f"<id>{task_id}</id><name>task {task_id}</name><size>{task['size']}</size>",
+            "<mode>annotation</mode><overlap>0</overlap><start_frame>0</start_frame>",
+            f"<stop_frame>{max(task['size'] - 1, 0)}</stop_frame><labels>",
+            *(f"<label><name>{escape(lb['name'])}</name><type>{lb['type']}</type></label>"
+              for lb in labels),
+            "</labels></task></meta>",
+        ]  # fmt: skip
+        by_frame: dict[int, list[dict]] = {}
+        for shape in sorted(self.shapes(task_id), key=lambda s: s["z_order"]):
+            by_frame.setdefault(shape["frame"], []).append(shape)
+        files = {}
+        for index, frame in enumerate(frames):
+            if index in task["deleted_frames"]:
+                continue
+            files[f"images/{frame.name}"] = frame.data
+            xml.append(
+                f'<image id="{index}" name="{escape(frame.name)}" width="{frame.width}" '
+                f'height="{frame.height}">'
+            )
+            xml += [self._xml_shape(shape) for shape in by_frame.get(index, [])]
+            xml.append("</image>")
+        xml.append("</annotations>")
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w") as archive:
+            archive.writestr("annotations.xml", "\n".join(xml))
+            for name, data in files.items():
+                archive.writestr(name, data)
+        return out.getvalue()
+
+    def _xml_shape(self, shape: dict) -> str:
+        points = shape["points"]
+        attributes = {
+            "label": self.labels[shape["label_id"]]["name"],
+            "source": shape["source"],
+            "occluded": str(int(shape["occluded"])),
+        }
+        tag = {"rectangle": "box"}.get(shape["type"], shape["type"])
+        if tag == "box":
+            attributes.update(zip(("xtl", "ytl", "xbr", "ybr"), (f"{v:.2f}" for v in points)))
+        elif tag == "mask":
+            left, top, right, bottom = (int(v) for v in points[-4:])
+            attributes.update(
+                rle=", ".join(str(int(v)) for v in points[:-4]),
+                left=str(left),
+                top=str(top),
+                width=str(right - left + 1),
+                height=str(bottom - top + 1),
+            )
+        else:
+            pairs = zip(points[0::2], points[1::2])
+            attributes["points"] = ";".join(f"{x:.2f},{y:.2f}" for x, y in pairs)
+        attributes["z_order"] = str(shape["z_order"])
+        if shape.get("group"):
+            attributes["group_id"] = str(shape["group"])
+        written = " ".join(f'{k}="{escape(v, {chr(34): "&quot;"})}"' for k, v in attributes.items())
+        return f"<{tag} {written}></{tag}>"
 
     def list_labels(self, query):
         ids = [
@@ -467,7 +575,11 @@ class CvatMockServer:
         stored = self.annotations[task_id]
         stored["shapes"] += shapes
         stored["version"] += 1
-        return 200, {**self._annotations_json(task_id), "shapes": shapes}
+        # CVAT saves the request job by job (each job's frames, ids in request order), then
+        # answers with what it created, job after job (dataset_manager/task.py: _patch_data).
+        segments = self.job_segments(task_id)
+        created = [s for start, stop in segments for s in shapes if start <= s["frame"] <= stop]
+        return 200, {"version": stored["version"], "tags": [], "shapes": created, "tracks": []}
 
     def delete_annotations(self, query, task_id):
         task_id = int(task_id)
@@ -476,6 +588,18 @@ class CvatMockServer:
         stored = self.annotations[task_id]
         stored.update(tags=[], tracks=[], shapes=[], version=stored["version"] + 1)
         return 204, None
+
+    def job_segments(self, task_id: int) -> list[tuple[int, int]]:
+        """(start, stop) frames of the task's annotation jobs: CVAT cuts a task into segments of
+        equal size, one per job."""
+        size = self.tasks[task_id]["size"]
+        count = sum(
+            1
+            for job in self.jobs.values()
+            if job["task_id"] == task_id and job["type"] == "annotation"
+        )
+        length = max(1, -(-size // max(count, 1)))
+        return [(start, start + length - 1) for start in range(0, size, length)]
 
     def _checked_shapes(self, task_id: int, shapes: list[dict]) -> tuple[list[dict], object]:
         """The shapes as stored, with ids, or CVAT's kind of 400 answer for the first bad one."""
