@@ -1,6 +1,7 @@
 """A local stand-in for a CVAT server: the REST endpoints cvat-sdk calls to export datasets, to
-read a task's labels, data meta and frames, to read, replace, extend and delete its annotations,
-and to create a task and upload its images.
+read a task's labels, data meta, frames and chunks, to read, replace, extend and delete its
+annotations, and to create a task and upload its images; and the native functions API (CVAT
+Enterprise/Cloud) that `cvat-cli function create-native` and `cvat-cli function run-agent` call.
 
 Its JSON carries the fields a CVAT 2.x server sends, so cvat-sdk's strict response models check
 the shapes. Tests register projects, tasks (with labels and frames), jobs and the archive each
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import PurePosixPath
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 from xml.sax.saxutils import escape
 
@@ -93,6 +95,9 @@ class CvatMockServer:
     polls_to_finish: int = 3  # status polls before an export is finished: queued, started, ...
     never_finish: bool = False
     fail_exports_with: str = ""  # exports end "failed" with this message
+    chunk_size: int = 72  # frames per data chunk, CVAT's default
+    functions: dict[int, dict] = field(default_factory=dict)  # native function id -> its JSON
+    function_requests: dict[str, dict] = field(default_factory=dict)  # AR id -> its state
     requests: list[RecordedRequest] = field(default_factory=list)
     failures: dict[tuple[str, str], list[int]] = field(default_factory=dict)
     exports: dict[str, ExportRequest] = field(default_factory=dict)
@@ -206,6 +211,40 @@ class CvatMockServer:
 
     def add_job(self, job_id: int, task_id: int, state: str, type: str = "annotation") -> None:
         self.jobs[job_id] = {"task_id": task_id, "state": state, "type": type}
+
+    def add_function_request(
+        self,
+        function_id: int,
+        task_id: int,
+        *,
+        threshold: float | None = None,
+        conv_mask_to_poly: bool = False,
+        mapping: dict[str, str] | None = None,
+    ) -> str:
+        """A person's "Automatic annotation" of a task with a native function, queued for its
+        agent: an annotate_task request. `mapping` is function label -> task label (default: each
+        function label to the task label of the same name, as CVAT's dialog proposes)."""
+        names = [label["name"] for label in self.functions[function_id]["labels_v2"]]
+        if mapping is None:
+            task_names = {lb["name"] for lb in self.labels.values() if lb["task_id"] == task_id}
+            mapping = {name: name for name in names if name in task_names}
+        ar_id = f"function:{function_id}-request-{len(self.function_requests) + 1}"
+        self.function_requests[ar_id] = {
+            "function_id": function_id,
+            "category": "batch",
+            "status": "queued",
+            "agent_id": None,
+            "progress": 0.0,
+            "error": None,
+            "params": {
+                "type": "annotate_task",
+                "task": task_id,
+                "threshold": threshold,
+                "conv_mask_to_poly": conv_mask_to_poly,
+                "mapping": {name: {"name": target} for name, target in mapping.items()},
+            },
+        }
+        return ar_id
 
     def update_job(
         self, job_id: int, *, state: str | None = None, stage: str | None = None
@@ -534,7 +573,7 @@ class CvatMockServer:
         described = frames[:1] if task["video"] else frames
         return 200, {
             "chunks_updated_date": DATE,
-            "chunk_size": 72,
+            "chunk_size": self.chunk_size,
             "size": task["size"],
             "image_quality": 70,
             "start_frame": 0,
@@ -561,14 +600,34 @@ class CvatMockServer:
         task_id = int(task_id)
         if task_id not in self.tasks:
             return 404, {"detail": "Not found."}
+        if query.get("type") == "chunk":
+            return self._chunk(task_id, int(query.get("number", -1)))
         if query.get("type") != "frame":
-            return 400, {"detail": f"the stand-in serves frames only, not {query.get('type')}"}
+            return 400, {
+                "detail": f"the stand-in serves frames and chunks, not {query.get('type')}"
+            }
         frames = self.frames.get(task_id, [])
         number = int(query.get("number", -1))
         if not 0 <= number < len(frames):
             return 400, [f"Invalid frame number: {number}"]
         frame = frames[number]
         return 200, frame.data, [("Content-Type", frame.content_type)]
+
+    def _chunk(self, task_id: int, number: int):
+        """An "imageset" chunk as CVAT serves it: a zip of the chunk's frames in frame order,
+        each stored as it was uploaded (original quality)."""
+        if self.tasks[task_id]["video"]:
+            return 400, {"detail": "the stand-in serves no video chunks"}
+        frames = self.frames.get(task_id, [])
+        first = number * self.chunk_size
+        if number < 0 or first >= len(frames):
+            return 400, [f"Invalid chunk number: {number}"]
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w") as archive:
+            for index, frame in enumerate(frames[first : first + self.chunk_size], start=first):
+                suffix = PurePosixPath(frame.name).suffix
+                archive.writestr(f"{index:06d}{suffix}", frame.data)
+        return 200, out.getvalue(), [("Content-Type", "application/zip")]
 
     def get_annotations(self, query, task_id):
         if int(task_id) not in self.tasks:
@@ -658,6 +717,118 @@ class CvatMockServer:
         stored = {**SHAPE_DEFAULTS, **shape, "id": self.next_shape_id}
         self.next_shape_id += 1
         return stored
+
+    # --- native functions (CVAT Enterprise/Cloud): what cvat-cli's create-native, delete and
+    # run-agent send and read (cvat_cli/_internal/agent.py, agent_driver_detection.py)
+
+    def create_function(self, query, body):
+        data = json.loads(body or b"{}")
+        errors = {}
+        for key, allowed in (
+            ("provider", ("native",)),
+            ("kind", ("detector", "interactor", "tracker")),
+            ("visibility", ("private", "public")),
+        ):
+            if key in data or key != "visibility":
+                if data.get(key) not in allowed:
+                    errors[key] = [f'"{data.get(key)}" is not a valid choice.']
+        if not str(data.get("name") or "").strip():
+            errors["name"] = ["This field may not be blank."]
+        labels = data.get("labels_v2", [])
+        names = [label.get("name") for label in labels]
+        if data.get("kind") == "detector" and (not labels or len(set(names)) != len(names)):
+            errors["labels_v2"] = ["A detector needs labels with distinct names."]
+        for label in labels:
+            if label.get("type", "any") not in LABEL_TYPES:
+                errors["labels_v2"] = [f'"{label.get("type")}" is not a valid label type.']
+        if errors:
+            return 400, errors
+        function_id = max(self.functions, default=0) + 1
+        self.functions[function_id] = {
+            "id": function_id,
+            "provider": data["provider"],
+            "name": data["name"],
+            "description": data.get("description", ""),
+            "visibility": data.get("visibility", "private"),
+            "kind": data["kind"],
+            "labels_v2": [
+                {**label, "type": label.get("type", "any"), "attributes": label["attributes"]}
+                for label in labels
+            ],
+            "owner": self._owner(),
+            "organization": None,
+            "created_date": DATE,
+            "updated_date": DATE,
+        }
+        return 201, self.functions[function_id]
+
+    def list_functions(self, query):
+        return self._page("/api/functions", query, list(self.functions.values()))
+
+    def retrieve_function(self, query, function_id):
+        function = self.functions.get(int(function_id))
+        return (200, function) if function else (404, {"detail": "Not found."})
+
+    def delete_function(self, query, function_id):
+        if self.functions.pop(int(function_id), None) is None:
+            return 404, {"detail": "Not found."}
+        return 204, None
+
+    def acquire_request(self, query, body, function_id):
+        data = json.loads(body or b"{}")
+        if int(function_id) not in self.functions:
+            return 404, {"detail": "Not found."}
+        if not data.get("agent_id") or data.get("request_category") not in ("batch", "interactive"):
+            return 400, {"detail": "agent_id and request_category are required"}
+        for ar_id, request in self.function_requests.items():
+            if (request["function_id"], request["status"], request["category"]) == (
+                int(function_id),
+                "queued",
+                data["request_category"],
+            ):
+                request.update(status="started", agent_id=data["agent_id"])
+                return 200, {"ar_assignment": {"ar_id": ar_id, "ar_params": request["params"]}}
+        return 200, {"ar_assignment": None}
+
+    def update_request(self, query, body, function_id, ar_id):
+        request, error = self._assigned_request(function_id, ar_id, body)
+        if error:
+            return error
+        request["progress"] = json.loads(body)["progress"]
+        return 200, {}
+
+    def complete_request(self, query, body, function_id, ar_id):
+        request, error = self._assigned_request(function_id, ar_id, body)
+        if error:
+            return error
+        task_id = request["params"]["task"]
+        annotations = json.loads(body).get("annotations") or {}
+        shapes, problem = self._checked_shapes(task_id, annotations.get("shapes", []))
+        if problem:
+            return 400, problem
+        stored = self.annotations[task_id]
+        stored["shapes"] += shapes
+        stored["version"] += 1
+        request["status"] = "finished"
+        return 200, {}
+
+    def fail_request(self, query, body, function_id, ar_id):
+        request, error = self._assigned_request(function_id, ar_id, body)
+        if error:
+            return error
+        request.update(status="failed", error=json.loads(body).get("exc_info"))
+        return 200, {}
+
+    def _assigned_request(self, function_id, ar_id, body) -> tuple[dict | None, tuple | None]:
+        request = self.function_requests.get(unquote(ar_id))
+        if request is None or request["function_id"] != int(function_id):
+            return None, (404, {"detail": "Not found."})
+        if (
+            request["status"] != "started"
+            or json.loads(body or b"{}").get("agent_id") != request["agent_id"]
+        ):
+            return None, (400, {"detail": "the request is not assigned to this agent"})
+        return request, None
 
     # --- webhooks (cvat/apps/webhooks: WebhookWriteSerializer, WebhookReadSerializer)
 
@@ -831,10 +1002,10 @@ class CvatMockServer:
             "overlap": task["overlap"],
             "segment_size": 2,
             "status": "annotation",
-            "data_chunk_size": 72,
-            "data_compressed_chunk_type": "imageset",
+            "data_chunk_size": self.chunk_size,
+            "data_compressed_chunk_type": "video" if task.get("video") else "imageset",
             "guide_id": None,
-            "data_original_chunk_type": "imageset",
+            "data_original_chunk_type": "video" if task.get("video") else "imageset",
             "size": task["size"],
             "image_quality": 70,
             "data": task_id,
@@ -999,6 +1170,22 @@ def _frame(name: str, data: bytes) -> MockFrame:
         return MockFrame(name, data, image.width, image.height, content_type)
 
 
+# cvat-sdk percent-encodes the ":" of the queue id
+FUNCTION_QUEUE = r"/api/functions/queues/function(?::|%3[Aa])(\d+)/requests"
+FUNCTION_ROUTES = [  # the native functions API, as ROUTES
+    ("POST", r"/api/functions/?", "create_function", True),
+    ("GET", r"/api/functions/?", "list_functions", True),
+    ("GET", r"/api/functions/(\d+)/?", "retrieve_function", True),
+    ("DELETE", r"/api/functions/(\d+)/?", "delete_function", True),
+    ("POST", FUNCTION_QUEUE + r"/acquire/?", "acquire_request", True),
+    ("POST", FUNCTION_QUEUE + r"/([^/]+)/update/?", "update_request", True),
+    ("POST", FUNCTION_QUEUE + r"/([^/]+)/complete/?", "complete_request", True),
+    ("POST", FUNCTION_QUEUE + r"/([^/]+)/fail/?", "fail_request", True),
+]
+FUNCTION_WITH_BODY = ("create_function", "acquire_request", "update_request")
+FUNCTION_WITH_BODY += ("complete_request", "fail_request")
+
+
 class _Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         self._handle("GET")
@@ -1031,13 +1218,14 @@ class _Handler(BaseHTTPRequestHandler):
         if pending:
             status = pending.pop(0)
             return self._send(status, {"detail": f"injected HTTP {status}"})
-        for route_method, pattern, endpoint, needs_auth in ROUTES:
+        for route_method, pattern, endpoint, needs_auth in ROUTES + FUNCTION_ROUTES:
             match = re.fullmatch(pattern, path)
             if route_method != method or not match:
                 continue
             if needs_auth and (error := mock.authentication_error(method, self.headers)):
                 return self._send(*error)
-            arguments = (query, body) if endpoint in WITH_BODY else (query,)
+            with_body = endpoint in WITH_BODY + FUNCTION_WITH_BODY
+            arguments = (query, body) if with_body else (query,)
             if endpoint in WITH_HEADERS:
                 arguments += (dict(self.headers),)
             return self._send(*getattr(mock, endpoint)(*arguments, *match.groups()))
