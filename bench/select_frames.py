@@ -215,6 +215,12 @@ def main() -> None:
     parser.add_argument("--random-draws", type=int, default=2)
     parser.add_argument("--train-seed", type=int, default=1)
     parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="trainings of each selection (seeds from --train-seed)",
+    )
+    parser.add_argument(
         "--reuse", action="store_true", help="reuse an earlier run's models of the same images"
     )
     args = parser.parse_args()
@@ -258,10 +264,14 @@ def main() -> None:
     results = {}
     for number, (label, picked) in enumerate(choices.items()):
         ids = seed_ids + [id_of[name] for name in picked]
-        _, ap, ap50 = train(
-            out, f"round1_{number}", dataset, ids, test_dir, args.steps, args.train_seed, args.reuse
-        )
-        results[label] = (ap, ap50, len({name.split(".")[0].split("_")[1] for name in picked}))
+        scenes = len({name.split(".")[0].split("_")[1] for name in picked})
+        repeats = 1 if label.startswith("random") else args.repeats
+        for repeat in range(repeats):
+            seed = args.train_seed + repeat
+            name = f"round1_{number}" + (f"_seed{seed}" if repeat else "")
+            _, ap, ap50 = train(out, name, dataset, ids, test_dir, args.steps, seed, args.reuse)
+            shown = label + (f" (training seed {seed})" if repeats > 1 else "")
+            results[shown] = (ap, ap50, scenes)
 
     print()
     print(f"| frames added ({args.top_n}) | distinct scenes | test AP | AP50 |")
@@ -269,11 +279,11 @@ def main() -> None:
     print(f"| none (seed model, {len(seed_ids)} images) | — | {seed_ap:.3f} | {seed_ap50:.3f} |")
     for label, (ap, ap50, scenes) in results.items():
         print(f"| {label} | {scenes} | {ap:.3f} | {ap50:.3f} |")
-    randoms = [v for k, v in results.items() if k.startswith("random")]
-    if randoms:
-        mean_ap = np.mean([r[0] for r in randoms])
-        mean_ap50 = np.mean([r[1] for r in randoms])
-        print(f"| random, mean of {len(randoms)} | | {mean_ap:.3f} | {mean_ap50:.3f} |")
+    for kind in ("select-frames", "uncertainty only", "random"):
+        runs = [v for k, v in results.items() if k.startswith(kind)]
+        if len(runs) > 1:
+            ap, ap50 = np.mean([r[0] for r in runs]), np.mean([r[1] for r in runs])
+            print(f"| {kind}, mean of {len(runs)} trainings | | {ap:.3f} | {ap50:.3f} |")
     print(f"\n{time.perf_counter() - started:.0f} s in all")
 
 
