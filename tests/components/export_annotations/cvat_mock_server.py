@@ -1,5 +1,5 @@
 """A local stand-in for a CVAT server: the REST endpoints cvat-sdk calls to export datasets, to
-read a task's labels, data meta and frames, and to read, replace, extend and delete its
+read a task's labels, data meta, frames and chunks, and to read, replace, extend and delete its
 annotations.
 
 Its JSON carries the fields a CVAT 2.x server sends, so cvat-sdk's strict response models check
@@ -14,9 +14,12 @@ import io
 import json
 import re
 import threading
+import time
+import zipfile
 from dataclasses import dataclass, field
 from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import PurePosixPath
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from PIL import Image
@@ -85,6 +88,8 @@ class CvatMockServer:
     polls_to_finish: int = 3  # status polls before an export is finished: queued, started, ...
     never_finish: bool = False
     fail_exports_with: str = ""  # exports end "failed" with this message
+    chunk_size: int = 72  # frames per data chunk, CVAT's default
+    latency: float = 0.0  # seconds before each answer: a remote server's round trip
     requests: list[RecordedRequest] = field(default_factory=list)
     failures: dict[tuple[str, str], list[int]] = field(default_factory=dict)
     exports: dict[str, ExportRequest] = field(default_factory=dict)
@@ -111,14 +116,17 @@ class CvatMockServer:
         frames: list[MockFrame | tuple[str, bytes]] = (),
         deleted_frames: list[int] = (),
         video: str = "",
+        frame_step: int = 1,
     ) -> None:
         """A task and its annotation jobs ({job id: state}; default one "new" job).
 
         `labels` are names (type "any") or (name, type); `frames` are MockFrames or (name, encoded
         image) pairs, whose size is read from the image; their count is the task size. A `video`
         task (its file name) has one meta frame entry, the first frame's size, as CVAT sends.
+        With a `frame_step` (CVAT's frame filter "step=N"), the task holds every N-th of `frames`,
+        numbered 0, 1, ... as CVAT numbers a task's frames.
         """
-        frames = [f if isinstance(f, MockFrame) else _frame(*f) for f in frames]
+        frames = [f if isinstance(f, MockFrame) else _frame(*f) for f in frames][::frame_step]
         size = len(frames) if frames else size
         self.tasks[task_id] = {
             "project_id": project_id,
@@ -126,6 +134,7 @@ class CvatMockServer:
             "overlap": overlap,
             "deleted_frames": list(deleted_frames),
             "video": video,
+            "frame_step": frame_step,
         }
         for job_id, state in (jobs or {task_id * 100 + 1: "new"}).items():
             self.add_job(job_id, task_id, state)
@@ -326,12 +335,12 @@ class CvatMockServer:
         described = frames[:1] if task["video"] else frames
         return 200, {
             "chunks_updated_date": DATE,
-            "chunk_size": 72,
+            "chunk_size": self.chunk_size,
             "size": task["size"],
             "image_quality": 70,
             "start_frame": 0,
-            "stop_frame": max(task["size"] - 1, 0),
-            "frame_filter": "",
+            "stop_frame": max(task["size"] - 1, 0) * task["frame_step"],
+            "frame_filter": f"step={task['frame_step']}" if task["frame_step"] > 1 else "",
             "frames": [
                 {
                     "width": f.width,
@@ -353,14 +362,35 @@ class CvatMockServer:
         task_id = int(task_id)
         if task_id not in self.tasks:
             return 404, {"detail": "Not found."}
+        if query.get("type") == "chunk":
+            return self._chunk(task_id, int(query.get("number", -1)))
         if query.get("type") != "frame":
-            return 400, {"detail": f"the stand-in serves frames only, not {query.get('type')}"}
+            return 400, {
+                "detail": f"the stand-in serves frames and chunks, not {query.get('type')}"
+            }
         frames = self.frames.get(task_id, [])
         number = int(query.get("number", -1))
         if not 0 <= number < len(frames):
             return 400, [f"Invalid frame number: {number}"]
         frame = frames[number]
         return 200, frame.data, [("Content-Type", frame.content_type)]
+
+    def _chunk(self, task_id: int, number: int):
+        """An "imageset" chunk as CVAT serves it (ZipChunkWriter): a zip of the chunk's frames in
+        frame order, named by their place in the chunk (000000.png, ...), each stored as it was
+        uploaded (original quality), deleted frames included."""
+        if self.tasks[task_id]["video"]:
+            return 400, {"detail": "the stand-in serves no video chunks"}
+        frames = self.frames.get(task_id, [])
+        first = number * self.chunk_size
+        if number < 0 or first >= len(frames):
+            return 400, [f"Invalid chunk number: {number}"]
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w") as archive:
+            for offset, frame in enumerate(frames[first : first + self.chunk_size]):
+                suffix = PurePosixPath(frame.name).suffix
+                archive.writestr(f"{offset:06d}{suffix}", frame.data)
+        return 200, out.getvalue(), [("Content-Type", "application/zip")]
 
     def get_annotations(self, query, task_id):
         if int(task_id) not in self.tasks:
@@ -530,10 +560,10 @@ class CvatMockServer:
             "overlap": task["overlap"],
             "segment_size": 2,
             "status": "annotation",
-            "data_chunk_size": 72,
-            "data_compressed_chunk_type": "imageset",
+            "data_chunk_size": self.chunk_size,
+            "data_compressed_chunk_type": "video" if task.get("video") else "imageset",
             "guide_id": None,
-            "data_original_chunk_type": "imageset",
+            "data_original_chunk_type": "video" if task.get("video") else "imageset",
             "size": task["size"],
             "image_quality": 70,
             "data": task_id,
@@ -697,6 +727,8 @@ class _Handler(BaseHTTPRequestHandler):
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         mock.requests.append(RecordedRequest(method, unquote(path), query, dict(self.headers)))
+        if mock.latency:
+            time.sleep(mock.latency)
 
         pending = mock.failures.get((method, unquote(path)))
         if pending:
