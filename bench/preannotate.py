@@ -21,10 +21,13 @@ image task of `--frames` synthetic shapes JPEGs (components/common/synthetic.py)
   row says so.
 
 Every end-to-end run annotates its own copy of the task (append), so each uploads the same shapes
-(the `shapes` column checks it). Figures: wall seconds, frames/s, the share of the model-only
-rate, server requests, CPU ms per frame (user + system of this process; the stand-in's own CPU
-is in its process), and where the time goes: setup (login, task, labels, meta), the model,
-detections to shapes, waiting for frames (the model idle), predictions.json, upload.
+(the `shapes` column checks it). Each path runs `--repeats` times, in a rotated order; the run of
+median wall time is shown. Figures: wall seconds, frames/s, the share of the model-only rate,
+`model busy` (the share of the run's wall time spent in `predictor.predict`: steadier than the
+ratio of two runs when other jobs share the machine), server requests, CPU ms per frame (user +
+system of this process; the stand-in's CPU is in its own process), and where the time goes:
+setup (login, task, labels, meta), the model, detections to shapes, waiting for frames (the
+model idle), predictions.json, upload.
 
     .venv/bin/python bench/preannotate.py                      # 300 frames 1280x720, 30 ms
     .venv/bin/python bench/preannotate.py --quick              # 60 frames 640x480
@@ -376,7 +379,8 @@ def main(argv=None) -> None:
           f"{model}; {os.cpu_count()} cores, load average {load:.2f}; median of "
           f"{args.repeats} run(s)")  # fmt: skip
     reference = len(frames) / rows[0][1]["wall"]
-    header = ("path", "wall s", "frames/s", "of model", "requests", "shapes", "CPU ms/frame")
+    header = ("path", "wall s", "frames/s", "of model", "model busy", "requests", "shapes")
+    header += ("CPU ms/frame",)
     table, notes = [header], {}
     for name, r in rows:
         if r is None:
@@ -392,6 +396,7 @@ def main(argv=None) -> None:
                 f"{r['wall']:.2f}",
                 f"{rate:.1f}",
                 f"{rate / reference:.0%}",
+                f"{r['parts']['model'] / r['wall']:.0%}" if "parts" in r else "",
                 str(r.get("requests", "")),
                 str(r.get("shapes", "")),
                 f"{r['cpu'] * 1000 / len(frames):.1f}",
