@@ -295,8 +295,9 @@ def run_cvat_sdk_once(stand_in, task_id, predictor, out: Path) -> dict:
         "shapes": shapes,
         "parts": {
             "model": spent["model"],
-            "shapes": spent["detect"] - spent["model"],
-            "rest (chunks first, image loads, upload)": wall - spent["detect"],
+            "detect less the model (image to array, shapes)": spent["detect"] - spent["model"],
+            "the driver (chunks fetched first, images read from them, upload)": wall
+            - spent["detect"],
         },
     }
 
