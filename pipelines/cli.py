@@ -104,6 +104,105 @@ def _demo(args) -> int:
     return 0
 
 
+def _webhook_serve(args) -> int:
+    from cvat_kfp.pipelines.webhook.rules import RulesError
+    from cvat_kfp.pipelines.webhook.server import WebhookSetupError, serve
+
+    try:
+        serve(
+            host=args.listen,
+            port=args.port,
+            log_level=args.log_level,
+            rules_path=args.rules,
+            database=args.database,
+            cvat_url=args.cvat_url or os.environ.get("CVAT_URL", ""),
+            kfp_host=args.host,
+            kfp_namespace=args.namespace,
+            retry_base_s=args.retry_delay,
+            retry_max_s=args.max_retry_delay,
+        )
+    except (RulesError, WebhookSetupError) as error:
+        print(f"cvat-kfp webhook serve: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _webhook_register(args) -> int:
+    from cvat_kfp.pipelines.webhook.server import WebhookSetupError, register
+
+    try:
+        print(
+            register(
+                cvat_url=args.cvat_url or os.environ.get("CVAT_URL", ""),
+                project_id=args.project,
+                url=args.url,
+                enable_ssl=not args.no_ssl_verify,
+            )
+        )
+    except WebhookSetupError as error:
+        print(f"cvat-kfp webhook register: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _add_webhook_commands(commands) -> None:
+    webhook_cmd = commands.add_parser(
+        "webhook", help="train when annotation is done: the service CVAT calls, and its webhook"
+    )
+    actions = webhook_cmd.add_subparsers(dest="webhook_command", required=True, metavar="ACTION")
+    cvat_url_help = "CVAT server, e.g. https://cvat.example.com (default: $CVAT_URL)"
+    serve_cmd = actions.add_parser(
+        "serve",
+        help="run the service: on CVAT job/task updates, submit the training the rules name "
+        "(secret from $CVAT_WEBHOOK_SECRET; CVAT credentials from $CVAT_ACCESS_TOKEN)",
+    )
+    serve_cmd.add_argument("--rules", required=True, help="the rules file (YAML)")
+    serve_cmd.add_argument(
+        "--database",
+        default="cvat-kfp-webhook.sqlite",
+        help="SQLite file of what was submitted (default: %(default)s)",
+    )
+    serve_cmd.add_argument("--cvat-url", help=cvat_url_help)
+    serve_cmd.add_argument("--listen", default="0.0.0.0", help="address (default: %(default)s)")
+    serve_cmd.add_argument("--port", type=int, default=8080, help="port (default: %(default)s)")
+    serve_cmd.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    serve_cmd.add_argument(
+        "--host",
+        help="Kubeflow Pipelines API endpoint (default: $KF_PIPELINES_ENDPOINT); a bearer token "
+        "is read from $KFP_TOKEN",
+    )
+    serve_cmd.add_argument("--namespace", help="Kubernetes namespace (multi-user Kubeflow)")
+    serve_cmd.add_argument(
+        "--retry-delay",
+        type=float,
+        default=5.0,
+        help="seconds before retrying a failed submission or CVAT check, doubling each time "
+        "(default: %(default)s)",
+    )
+    serve_cmd.add_argument(
+        "--max-retry-delay", type=float, default=300.0, help="longest wait (default: %(default)s)"
+    )
+    serve_cmd.set_defaults(handler=_webhook_serve)
+    register_cmd = actions.add_parser(
+        "register",
+        help="create (or update) a CVAT project's webhook to the service; secret from "
+        "$CVAT_WEBHOOK_SECRET",
+    )
+    register_cmd.add_argument("--project", type=int, required=True, help="CVAT project id")
+    register_cmd.add_argument(
+        "--url", required=True, help="the service's /webhook address as CVAT reaches it"
+    )
+    register_cmd.add_argument("--cvat-url", help=cvat_url_help)
+    register_cmd.add_argument(
+        "--no-ssl-verify",
+        action="store_true",
+        help="let CVAT skip verifying the service's TLS certificate",
+    )
+    register_cmd.set_defaults(handler=_webhook_register)
+
+
 def _add_image_options(command) -> None:
     command.add_argument("--image", help="component image (default: the one for this version)")
     command.add_argument("--gpu-image", help="training component image")
@@ -208,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo_cmd.add_argument("--seed", type=int, default=0)
     demo_cmd.add_argument("--verbose", action="store_true", help="stream every task's full log")
     demo_cmd.set_defaults(handler=_demo)
+    _add_webhook_commands(commands)
     return parser
 
 

@@ -10,6 +10,7 @@ kubeflow/pipelines-components convention); everything above it is generated.
 import argparse
 import importlib
 import inspect
+import subprocess
 import sys
 import typing
 from dataclasses import dataclass
@@ -112,7 +113,7 @@ def render(doc: ComponentDoc, custom_content: str = "") -> str:
     lines += _port_table("Inputs", doc.inputs, with_default=True)
     lines += _port_table("Outputs", doc.outputs, with_default=False)
     lines += _port_table("Parameters", doc.parameters, with_default=True)
-    lines += ["## Example", "", "```python", *_example(doc), "```", ""]
+    lines += ["## Example", "", "```python", _formatted("\n".join(_example(doc))), "```", ""]
     lines += [CUSTOM_CONTENT_MARKER, ""]
     text = "\n".join(lines)
     return text + custom_content.lstrip("\n") if custom_content.strip() else text
@@ -154,6 +155,19 @@ def _example(doc: ComponentDoc) -> list[str]:
     call_args += [f"{port.name}={port.name}" for port in required_parameters]
     lines.append(f"    {doc.function_name}({', '.join(call_args)})")
     return lines
+
+
+def _formatted(code: str) -> str:
+    """The code as `ruff format` writes it (make lint formats Markdown code blocks too)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "ruff", "format", "--stdin-filename", "example.py", "-"],
+        input=code,
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        check=True,
+    )
+    return result.stdout.rstrip("\n")
 
 
 def readme_path(stage: str) -> Path:

@@ -23,6 +23,7 @@ from .storage import safe_relative_path
 ANNOTATIONS_FILE = "annotations.json"
 IMAGES_DIR = "images"
 MAX_LISTED_PROBLEMS = 25
+RLE_SAMPLE_CHUNK_PX = 1 << 20  # rle_pixels reads this many pixels at once (bounds its indexes)
 
 
 class DatasetError(ValueError):
@@ -325,8 +326,95 @@ def mask_to_rle(mask) -> dict:
     import numpy as np
     from pycocotools import mask as mask_utils
 
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    rle = mask_utils.encode(np.asfortranarray(mask, dtype=np.uint8))  # one copy, not two
     return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+def compressed_rle_counts(text: str) -> list[int]:
+    """The runs of a compressed COCO RLE string, decoded as pycocotools' rleFrString does.
+
+    Here because pycocotools decodes runs into the mask without bounds checks, and gives no
+    runs back; raises ValueError or IndexError on a string that is not RLE or is truncated."""
+    counts: list[int] = []
+    position = 0
+    while position < len(text):
+        value, shift, more = 0, 0, True
+        while more:
+            chunk = ord(text[position]) - 48
+            if not 0 <= chunk < 64:
+                raise ValueError(f"character {text[position]!r} is not RLE")
+            value |= (chunk & 0x1F) << shift
+            more = bool(chunk & 0x20)
+            position += 1
+            shift += 5
+            if not more and chunk & 0x10:
+                value -= 1 << shift
+        if len(counts) > 2:
+            value += counts[-2]
+        counts.append(value)
+    return counts
+
+
+def rle_pixels(rle: dict, rows, columns):
+    """The 0/1 pixels of a COCO RLE at these rows and columns (index arrays), as a [len(rows),
+    len(columns)] Fortran-order uint8 array read from the runs: the whole mask is never decoded,
+    so a window or a resized copy costs its own size, not the mask's."""
+    import numpy as np
+
+    height = rle["size"][0]
+    counts = rle["counts"]
+    if isinstance(counts, bytes):
+        counts = counts.decode("ascii")
+    ends = np.cumsum(compressed_rle_counts(counts) if isinstance(counts, str) else counts)
+    rows, columns = np.asarray(rows, dtype=np.int64), np.asarray(columns, dtype=np.int64)
+    pixels = np.zeros((len(rows), len(columns)), dtype=np.uint8, order="F")
+    step = max(1, RLE_SAMPLE_CHUNK_PX // max(len(rows), 1))
+    for start in range(0, len(columns), step):
+        flat = columns[start : start + step, None] * height + rows[None, :]  # column-major
+        # The runs alternate from 0s: a pixel's run is the number of runs ending at or before it.
+        pixels[:, start : start + step] = (np.searchsorted(ends, flat, side="right") % 2).T
+    return pixels
+
+
+def nearest_pixels(size: int, target: int):
+    """For each of `target` pixels, the one of `size` pixels that PIL's NEAREST resize takes:
+    sampling a mask at these rows and columns is resizing it, exactly as PIL would."""
+    import numpy as np
+    from PIL import Image
+
+    line = Image.fromarray(np.arange(size, dtype=np.int32).reshape(1, size))
+    return np.asarray(line.resize((target, 1), Image.NEAREST), dtype=np.int64)[0]
+
+
+def box_mask_to_rle(box, left: int, top: int, width: int, height: int) -> dict:
+    """mask_to_rle of a width x height mask that is 0 outside `box` (a 0/1 [h, w] mask whose
+    top-left pixel is at (left, top)), allocating the box's columns only, not the whole image."""
+    import numpy as np
+    from pycocotools import mask as mask_utils
+
+    box_height, box_width = box.shape
+    if min(left, top) < 0 or left + box_width > width or top + box_height > height:
+        raise ValueError(
+            f"a {box_width}x{box_height} mask at ({left}, {top}) does not fit a "
+            f"{width}x{height} image"
+        )
+    columns = np.zeros((height, box_width), dtype=np.uint8, order="F")
+    columns[top : top + box_height] = box
+    flat = columns.ravel(order="F")
+    if not flat.size:
+        return mask_to_rle(np.zeros((height, width), dtype=np.uint8))
+    edges = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    counts = np.diff(np.concatenate(([0], edges, [flat.size]))).tolist()
+    if flat[0]:
+        counts.insert(0, 0)  # COCO runs start with the 0s
+    counts[0] += left * height
+    right = (width - left - box_width) * height
+    if right and len(counts) % 2:  # the last run is 0s
+        counts[-1] += right
+    elif right:
+        counts.append(right)
+    rle = mask_utils.frPyObjects({"size": [height, width], "counts": counts}, height, width)
+    return {"size": [height, width], "counts": rle["counts"].decode("ascii")}
 
 
 def link_or_copy(src: Path, dst: Path) -> None:

@@ -5,6 +5,11 @@ Readers call `category`, `add_image` and `add_box`/`add_polygon`/`add_rle`/`add_
 then checks every image against the file on disk (the file is the truth), rescales annotations
 of resized images, and writes the Dataset directory. Everything fixed, skipped or refused goes
 to the report with its source location.
+
+Memory follows the files, not the sizes an export declares: a reader asks `drawable_size` (the
+file's header against the declared size) before it draws a mask, and draws it at the file's size
+within its own box; a rescaled RLE is resized from its runs; a declared size far beyond its file
+is a size mismatch.
 """
 
 from __future__ import annotations
@@ -16,14 +21,26 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from ..common.dataset import IMAGES_DIR, Dataset, DatasetError, link_or_copy, mask_to_rle
-from ..common.image_file import ImageFileError, probe_image
+from ..common.dataset import (
+    IMAGES_DIR,
+    Dataset,
+    DatasetError,
+    box_mask_to_rle,
+    link_or_copy,
+    mask_to_rle,
+    nearest_pixels,
+    rle_pixels,
+)
+from ..common.image_file import ORIENTATION_TAG, ImageFileError, ImageProbe, probe_image
 from ..common.report import Report
 from ..common.storage import reader_relative_path
 
 STAGE = "export-annotations"
 # A resized image keeps its aspect ratio up to rounding: this many pixels on the scaled side.
 ASPECT_TOLERANCE_PX = 1.0
+# An image may be annotated this many times wider and higher than its file (a downscaled copy:
+# CVAT tasks annotated at 4096x2304 are exported over 512x288 files); beyond, it is a mismatch.
+MAX_DOWNSCALE = 8
 
 
 @dataclass
@@ -33,6 +50,8 @@ class _PendingImage:
     location: str
     annotation_ids: list[int] = field(default_factory=list)
     looked_for: str = ""  # where the reader looked for a missing file, for the message
+    undrawn: int = 0  # annotations a reader did not draw because the file rules the image out
+    header: ImageProbe | None = None  # the file's header, once a reader asked to draw on it
 
 
 class DatasetBuilder:
@@ -124,6 +143,30 @@ class DatasetBuilder:
         record = self._images[image_id].record
         return record["width"], record["height"]
 
+    def drawable_size(self, image_id: int) -> tuple[int, int] | None:
+        """The (width, height) to draw this image's masks at, for `add_mask(left=, top=)`: the
+        file's, once its header agrees with the declared size (equal, or a copy resized within
+        MAX_DOWNSCALE: then draw the declared shapes resized, as `nearest_pixels` maps them).
+        None when the build will refuse or skip the image (no file, unreadable, or sized unlike
+        its file, which `build` reports): then draw nothing, and call `count_undrawn`. Reads
+        the header only, once."""
+        pending = self._images[image_id]
+        if pending.header is None:
+            try:
+                pending.header = _probe_header(pending.source)
+            except Exception:  # PIL raises many kinds for broken files; `build` names them
+                return None
+        declared = (pending.record["width"], pending.record["height"])
+        if None in declared:
+            return pending.header.displayed_size
+        target, _ = _fit(declared, pending.header)
+        return target
+
+    def count_undrawn(self, image_id: int) -> None:
+        """An annotation left undrawn because `drawable_size` said None: counted when the build
+        skips the image with its annotations."""
+        self._images[image_id].undrawn += 1
+
     # --- shapes -----------------------------------------------------------------------------
 
     def add_box(self, image_id: int, label: str, x: float, y: float, w: float, h: float,
@@ -151,9 +194,19 @@ class DatasetBuilder:
             rle = mask_utils.frPyObjects(rle, height, width)
         return self._add(image_id, label, None, _jsonable_rle(rle), None, **kwargs)
 
-    def add_mask(self, image_id: int, label: str, mask: np.ndarray, **kwargs) -> int:
-        """A binary full-image mask (height x width, nonzero = the instance)."""
-        return self._add(image_id, label, None, mask_to_rle(mask), None, **kwargs)
+    def add_mask(self, image_id: int, label: str, mask: np.ndarray, *, left: int | None = None,
+                 top: int | None = None, **kwargs) -> int:  # fmt: skip
+        """A binary full-image mask (height x width, 0/1); or, given `left` and `top`, the mask of
+        a box of the image drawn at its `drawable_size`, with its top-left pixel there: then only
+        the box's columns are allocated, never the whole image."""
+        if left is None and top is None:
+            rle = mask_to_rle(mask)
+        else:
+            size = self.drawable_size(image_id)
+            if size is None:
+                raise ValueError("no mask can be drawn on this image: see drawable_size")
+            rle = box_mask_to_rle(mask, left or 0, top or 0, *size)
+        return self._add(image_id, label, None, rle, None, **kwargs)
 
     def _add(self, image_id, label, bbox, segmentation, area, *, iscrowd: int = 0,
              attributes: dict | None = None, location: str = "") -> int:  # fmt: skip
@@ -216,7 +269,7 @@ class DatasetBuilder:
         """Make the record agree with the file on disk; False when the image cannot be used."""
         record, where = pending.record, pending.location
         act = self.report.skipped if skip_bad_images else self.report.refused
-        n = len(pending.annotation_ids)
+        n = len(pending.annotation_ids) + pending.undrawn
         lost = f" ({n} annotation(s) skipped with it)" if skip_bad_images and n else ""
         if not pending.source.is_file():
             looked = f" ({pending.looked_for})" if pending.looked_for else ""
@@ -237,17 +290,16 @@ class DatasetBuilder:
             return True
         if declared in (probe.displayed_size, probe.stored_size):
             return True
-        actual = probe.displayed_size
-        scale = _uniform_scale(declared, actual) or _uniform_scale(declared, probe.stored_size)
-        if scale is None:
+        target, problem = _fit(declared, probe)
+        if target is None:
             message = (
                 f"the annotation says {declared[0]}x{declared[1]} but the file is "
-                f"{actual[0]}x{actual[1]}, another aspect ratio: the annotations cannot be "
-                f"mapped onto it. Re-export the task with its original images{lost}"
+                f"{probe.displayed_size[0]}x{probe.displayed_size[1]}, {problem}: the annotations "
+                f"cannot be mapped onto it. Re-export the task with its original images{lost}"
             )
             act("size-mismatch", message, where)
             return False
-        target = actual if _uniform_scale(declared, actual) else probe.stored_size
+        scale = _uniform_scale(declared, target)
         for annotation_id in pending.annotation_ids:
             _rescale(self._annotations[annotation_id], declared, target)
         record["width"], record["height"] = target
@@ -271,6 +323,38 @@ class DatasetBuilder:
             annotation["image_id"] = new_image_ids[annotation["image_id"]]
 
 
+def _probe_header(path: Path) -> ImageProbe:
+    """probe_image without the decode: size and EXIF orientation from the file's header."""
+    with Image.open(path) as picture:
+        orientation = picture.getexif().get(ORIENTATION_TAG, 1)
+        return ImageProbe(
+            picture.width,
+            picture.height,
+            orientation if orientation in range(1, 9) else 1,
+            picture.format,
+        )
+
+
+def _fit(declared, probe: ImageProbe) -> tuple[tuple[int, int] | None, str | None]:
+    """The file size the declared size maps onto (itself, or a uniformly resized copy no more
+    than MAX_DOWNSCALE times smaller), or None and what is wrong."""
+    if declared in (probe.displayed_size, probe.stored_size):
+        return declared, None
+    target = next(
+        (size for size in (probe.displayed_size, probe.stored_size)
+         if _uniform_scale(declared, size)),
+        None,
+    )  # fmt: skip
+    if target is None:
+        return None, "another aspect ratio"
+    if declared[0] > MAX_DOWNSCALE * target[0] or declared[1] > MAX_DOWNSCALE * target[1]:
+        return None, (
+            f"over {MAX_DOWNSCALE} times smaller on each side (not a resized copy of the "
+            "annotated image)"
+        )
+    return target, None
+
+
 def _uniform_scale(declared, actual) -> float | None:
     """The factor that maps `declared` onto `actual` when both sides scale alike."""
     (dw, dh), (aw, ah) = declared, actual
@@ -291,9 +375,8 @@ def _rescale(annotation: dict, declared, target) -> None:
     annotation["bbox"] = [round(x * sx, 3), round(y * sy, 3), round(w * sx, 3), round(h * sy, 3)]
     segmentation = annotation["segmentation"]
     if isinstance(segmentation, dict):
-        mask = mask_utils.decode(_encoded_rle(segmentation))
-        resized = np.array(Image.fromarray(mask * 255).resize(target, Image.NEAREST)) > 0
-        rle = mask_to_rle(resized)
+        already = segmentation["size"] == [target[1], target[0]]  # drawn at the file's size
+        rle = segmentation if already else _resized_rle(segmentation, target)
         annotation["segmentation"] = rle
         annotation["bbox"] = [round(float(v), 3) for v in mask_utils.toBbox(_encoded_rle(rle))]
         annotation["area"] = float(mask_utils.area(_encoded_rle(rle)))
@@ -303,6 +386,15 @@ def _rescale(annotation: dict, declared, target) -> None:
             for polygon in segmentation
         ]
         annotation["area"] = round(annotation["area"] * sx * sy, 3)
+
+
+def _resized_rle(rle: dict, target) -> dict:
+    """The RLE's mask resized to `target` (width, height) by nearest pixel, exactly as PIL's
+    NEAREST resize of the decoded mask, but read from the runs: nothing of the declared size is
+    allocated, only the target (the file's size)."""
+    height, width = rle["size"]
+    rows, columns = nearest_pixels(height, target[1]), nearest_pixels(width, target[0])
+    return mask_to_rle(rle_pixels(rle, rows, columns))
 
 
 def _polygon_area(polygons) -> float:

@@ -46,13 +46,20 @@ class KfpState:
 
 
 def _display_name_filter(query: dict[str, str]) -> str | None:
-    """The display_name an EQUALS filter asks for (kfp.Client's get_experiment/get_pipeline_id)."""
+    """The display_name an EQUALS filter asks for (kfp.Client's get_experiment/get_pipeline_id,
+    list_runs). The API server reads the filter as protobuf JSON: the operation by name or number
+    (EQUALS is 1), the value as string_value or stringValue."""
     if "filter" not in query:
         return None
     for predicate in json.loads(query["filter"]).get("predicates", []):
         if predicate.get("key") == "display_name":
+            if predicate.get("operation") not in ("EQUALS", 1):
+                raise ValueError(f"the stand-in filters with EQUALS only: {predicate}")
             return predicate.get("string_value", predicate.get("stringValue"))
     return None
+
+
+RUN_FIELDS = ("run_id", "experiment_id", "display_name", "state", "storage_state")
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -111,6 +118,15 @@ class _Handler(BaseHTTPRequestHandler):
             wanted = _display_name_filter(request.query)
             found = [p for p in state.pipelines.values() if wanted in (None, p["display_name"])]
             self._send(200, {"pipelines": found, "total_size": len(found)} if found else {})
+        elif request.path == f"{API}/runs":
+            wanted = _display_name_filter(request.query)
+            found = [
+                {name: run[name] for name in RUN_FIELDS}
+                for run in state.runs.values()
+                if wanted in (None, run["display_name"])
+                and request.query.get("experiment_id") in (None, run["experiment_id"])
+            ][: int(request.query.get("page_size") or 10)]
+            self._send(200, {"runs": found, "total_size": len(found)} if found else {})
         else:
             self._not_found(request)
 
@@ -189,8 +205,8 @@ class _Handler(BaseHTTPRequestHandler):
 class KfpServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, required_token: str | None = None):
-        super().__init__(("127.0.0.1", 0), _Handler)
+    def __init__(self, required_token: str | None = None, port: int = 0):
+        super().__init__(("127.0.0.1", port), _Handler)
         self.state = KfpState()
         self.required_token = required_token
 

@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...common.dataset import is_number
+from ...common.dataset import compressed_rle_counts, is_number
 from ...common.storage import reader_relative_path
 from ..builder import DatasetBuilder
 
@@ -375,7 +375,7 @@ def _rle_problem(size, counts) -> str | None:
         return f"size {size!r} must be [height, width]"
     if isinstance(counts, str):
         try:
-            counts = _compressed_counts(counts)
+            counts = compressed_rle_counts(counts)
         except (IndexError, ValueError):
             return "its compressed counts string is truncated or not RLE"
     elif not (isinstance(counts, list) and all(_is_int(c) for c in counts)):
@@ -383,30 +383,6 @@ def _rle_problem(size, counts) -> str | None:
     if any(c < 0 for c in counts) or sum(counts) != size[0] * size[1]:
         return f"its runs cover {sum(counts)} pixels, not the {size[0]}x{size[1]} of its size"
     return None
-
-
-def _compressed_counts(text: str) -> list[int]:
-    """The runs of a compressed COCO RLE string, decoded as pycocotools' rleFrString does.
-
-    Checked here because pycocotools decodes runs into the mask without bounds checks."""
-    counts: list[int] = []
-    position = 0
-    while position < len(text):
-        value, shift, more = 0, 0, True
-        while more:
-            chunk = ord(text[position]) - 48
-            if not 0 <= chunk < 64:
-                raise ValueError(f"character {text[position]!r} is not RLE")
-            value |= (chunk & 0x1F) << shift
-            more = bool(chunk & 0x20)
-            position += 1
-            shift += 5
-            if not more and chunk & 0x10:
-                value -= 1 << shift
-        if len(counts) > 2:
-            value += counts[-2]
-        counts.append(value)
-    return counts
 
 
 # --- small checks ----------------------------------------------------------------------------

@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from ...common.dataset import nearest_pixels, rle_pixels
 from ...common.storage import reader_relative_path
 from ..builder import DatasetBuilder
 from . import safe_xml
@@ -132,7 +133,7 @@ class _Meta:
 @dataclass
 class _Shape:
     """One shape ready for the builder: kind "box" ([x, y, w, h]), "polygon" ([x1, y1, ...]) or
-    "mask" ((0/1 array of its box, left, top))."""
+    "mask" ((runs, left, top, width, height): CVAT's RLE over its box, decoded once drawn)."""
 
     kind: str
     data: object
@@ -682,11 +683,10 @@ def _mask_shape(ctx, values, label, attributes, group, location) -> _Shape | Non
             location,
         )
         return None
-    tight = np.repeat(np.arange(len(runs), dtype=np.uint8) % 2, runs).reshape(height, width)
-    if not tight.any():
+    if not any(runs[1::2]):
         ctx.report.skipped("mask-empty", "the mask has no pixel set", location)
         return None
-    return _Shape("mask", (tight, left, top), label, attributes, group, location)
+    return _Shape("mask", (runs, left, top, width, height), label, attributes, group, location)
 
 
 def _rotated_box(xtl, ytl, xbr, ybr, degrees) -> list[float]:
@@ -770,9 +770,10 @@ def _add_instance(ctx, image_id, label, members, attributes, size) -> None:
     location = members[0].location
     options = {"attributes": attributes, "location": location}
     if "mask" in kinds:
-        mask = _full_mask(ctx, members, size)
-        if mask is not None:
-            ctx.builder.add_mask(image_id, label, mask, **options)
+        drawn = _instance_mask(ctx, image_id, members, size)
+        if drawn is not None:
+            mask, left, top = drawn
+            ctx.builder.add_mask(image_id, label, mask, left=left, top=top, **options)
     elif "polygon" in kinds:
         polygons = [s.data for s in members if s.kind == "polygon"]
         ctx.builder.add_polygon(image_id, label, polygons, **options)
@@ -783,36 +784,99 @@ def _add_instance(ctx, image_id, label, members, attributes, size) -> None:
         ctx.builder.add_box(image_id, label, x, y, right - x, bottom - y, **options)
 
 
-def _full_mask(ctx: _Context, members: list[_Shape], size) -> np.ndarray | None:
-    """The image-sized union of the masks and polygons of one instance."""
+def _instance_mask(ctx: _Context, image_id: int, members: list[_Shape], size):
+    """The union of the masks and polygons of one instance, drawn at the file's size within the
+    instance's own box clipped to the image: (box mask, left, top), for `add_mask`. Masks and
+    polygons are read from their runs, never decoded whole; nothing is drawn on an image its
+    file rules out, nor from a mask box larger than the whole image."""
     width, height = size
     location = members[0].location
     if width is None or height is None:
         ctx.report.skipped("mask-no-image-size", "the image size is unknown", location)
         return None
-    full = np.zeros((height, width), dtype=np.uint8)
-    drawn = 0
-    for shape in members:
-        if shape.kind == "mask":
-            tight, left, top = shape.data
-            drawn += int(tight.sum())
-            x0, y0 = max(left, 0), max(top, 0)
-            x1, y1 = min(left + tight.shape[1], width), min(top + tight.shape[0], height)
-            if x1 > x0 and y1 > y0:
-                region = tight[y0 - top : y1 - top, x0 - left : x1 - left]
-                full[y0:y1, x0:x1] |= region
-        elif shape.kind == "polygon":
-            rles = mask_utils.frPyObjects([shape.data], height, width)
-            full |= mask_utils.decode(mask_utils.merge(rles))
-    kept = int(full.sum())
-    if not kept:
+    drawable = ctx.builder.drawable_size(image_id)
+    if drawable is None:  # the build refuses or skips the image, saying why
+        ctx.builder.count_undrawn(image_id)
+        return None
+    masks = [s.data for s in members if s.kind == "mask"]
+    for _, _, _, mask_width, mask_height in masks:
+        if mask_width * mask_height > width * height:
+            ctx.report.refused(
+                "mask-too-large",
+                f"the mask box is {mask_width}x{mask_height}, more pixels than the whole "
+                f"{width}x{height} image: it is not a mask of this image. Re-export the task "
+                "from CVAT",
+                location,
+            )
+            return None
+    polygons = [  # each one's RLE on the whole image: runs only
+        mask_utils.merge(mask_utils.frPyObjects([s.data], height, width))
+        for s in members
+        if s.kind == "polygon"
+    ]
+    drawn = sum(sum(runs[1::2]) for runs, *_ in masks)
+    kept = sum(_ones_inside(mask, width, height) for mask in masks)
+    if not kept and not sum(int(mask_utils.area(rle)) for rle in polygons):
         ctx.report.skipped("mask-empty", "the mask lies outside the image", location)
         return None
     if all(s.kind == "mask" for s in members) and kept < drawn:
         ctx.report.fixed(
             "mask-clipped", f"{drawn - kept} mask pixel(s) outside the image cut off", location
         )
-    return full
+    # For each row and column of the file, the declared image's row and column it shows (the
+    # same one unless the file is a resized copy); the box holds those within the extent.
+    rows, columns = nearest_pixels(height, drawable[1]), nearest_pixels(width, drawable[0])
+    x0, y0, x1, y1 = _extent(members, width, height)
+    top, bottom = np.searchsorted(rows, [y0, y1])
+    left, right = np.searchsorted(columns, [x0, x1])
+    rows, columns = rows[top:bottom], columns[left:right]
+    box = np.zeros((len(rows), len(columns)), dtype=np.uint8)
+    for runs, mask_left, mask_top, mask_width, mask_height in masks:
+        # CVAT's runs go row by row over the mask's box: a COCO RLE of the box turned over.
+        turned = {"size": [mask_width, mask_height], "counts": runs}
+        inside_rows = (rows >= mask_top) & (rows < mask_top + mask_height)
+        inside_columns = (columns >= mask_left) & (columns < mask_left + mask_width)
+        pixels = rle_pixels(
+            turned, columns[inside_columns] - mask_left, rows[inside_rows] - mask_top
+        )
+        box[np.ix_(inside_rows, inside_columns)] |= pixels.T
+    for rle in polygons:
+        box |= rle_pixels(rle, rows, columns)
+    return box, int(left), int(top)
+
+
+def _ones_inside(mask, width: int, height: int) -> int:
+    """How many set pixels of a CVAT mask ((runs, left, top, width, height)) lie in the image,
+    counted from its runs."""
+    runs, left, top, mask_width, mask_height = mask
+    a, c = max(0, -left), min(mask_width, width - left)  # the image's columns, in the box
+    b, d = max(0, -top), min(mask_height, height - top)
+    if c <= a or d <= b:
+        return 0
+    ends = np.cumsum(np.asarray(runs, dtype=np.int64))
+    starts = ends - np.asarray(runs, dtype=np.int64)
+
+    def before(flat):  # the image pixels of the box that come before these box positions
+        row = flat // mask_width
+        column = flat - row * mask_width
+        partial = np.where((row >= b) & (row < d), np.clip(column - a, 0, c - a), 0)
+        return (np.clip(row, b, d) - b) * (c - a) + partial
+
+    return int((before(ends[1::2]) - before(starts[1::2])).sum())
+
+
+def _extent(members: list[_Shape], width, height) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1): the image pixels the masks and polygons may cover."""
+    xs, ys = [], []
+    for shape in members:
+        if shape.kind == "mask":
+            _, left, top, mask_width, mask_height = shape.data
+            xs += [left, left + mask_width]
+            ys += [top, top + mask_height]
+        elif shape.kind == "polygon":
+            xs += [math.floor(min(shape.data[0::2])), math.ceil(max(shape.data[0::2])) + 1]
+            ys += [math.floor(min(shape.data[1::2])), math.ceil(max(shape.data[1::2])) + 1]
+    return max(min(xs), 0), max(min(ys), 0), min(max(xs), width), min(max(ys), height)
 
 
 # --- numbers ---------------------------------------------------------------------------------

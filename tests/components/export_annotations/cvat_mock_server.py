@@ -17,6 +17,7 @@ import threading
 import time
 import zipfile
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import PurePosixPath
@@ -97,6 +98,8 @@ class CvatMockServer:
     frames: dict[int, list[MockFrame]] = field(default_factory=dict)  # task id -> its frames
     annotations: dict[int, dict] = field(default_factory=dict)  # task id -> {version, shapes, ...}
     next_shape_id: int = 1
+    webhooks: dict[int, dict] = field(default_factory=dict)  # webhook id -> its fields
+    clock: int = 0  # seconds after DATE of the latest job update
 
     # --- setting up
 
@@ -170,6 +173,18 @@ class CvatMockServer:
 
     def add_job(self, job_id: int, task_id: int, state: str, type: str = "annotation") -> None:
         self.jobs[job_id] = {"task_id": task_id, "state": state, "type": type}
+
+    def update_job(
+        self, job_id: int, *, state: str | None = None, stage: str | None = None
+    ) -> None:
+        """Change a job's state or stage as a person in CVAT does: its updated_date moves on."""
+        job = self.jobs[job_id]
+        if state is not None:
+            job["state"] = state
+        if stage is not None:
+            job["stage"] = stage
+        self.clock += 1
+        job["updated_date"] = _after_date(self.clock)
 
     def fail(self, method: str, path: str, *statuses: int) -> None:
         """Answer the next calls of `method path` with these statuses, one per call."""
@@ -465,6 +480,83 @@ class CvatMockServer:
         self.next_shape_id += 1
         return stored
 
+    # --- webhooks (cvat/apps/webhooks: WebhookWriteSerializer, WebhookReadSerializer)
+
+    def list_webhooks(self, query):
+        def matches(webhook):
+            return all(
+                str(webhook[name]) == query[name]
+                for name in ("project_id", "target_url", "type")
+                if name in query
+            )
+
+        found = [self._webhook_json(i) for i, w in sorted(self.webhooks.items()) if matches(w)]
+        return self._page("/api/webhooks", query, found)
+
+    def create_webhook(self, query, body):
+        data = json.loads(body or b"{}")
+        error = self._webhook_error(data, partial=False)
+        if error:
+            return 400, error
+        webhook_id = max(self.webhooks, default=0) + 1
+        self.webhooks[webhook_id] = {
+            "target_url": data["target_url"],
+            "type": data["type"],
+            "events": list(data["events"]),
+            "project_id": data.get("project_id"),
+            "description": data.get("description", ""),
+            "content_type": data.get("content_type", "application/json"),
+            "secret": data.get("secret", ""),
+            "is_active": data.get("is_active", True),
+            "enable_ssl": data.get("enable_ssl", True),
+        }
+        return 201, self._webhook_json(webhook_id)
+
+    def patch_webhook(self, query, body, webhook_id):
+        webhook_id = int(webhook_id)
+        if webhook_id not in self.webhooks:
+            return 404, {"detail": "Not found."}
+        data = json.loads(body or b"{}")
+        error = self._webhook_error(data, partial=True)
+        if error:
+            return 400, error
+        self.webhooks[webhook_id].update(data)
+        return 200, self._webhook_json(webhook_id)
+
+    def _webhook_error(self, data: dict, *, partial: bool) -> dict | None:
+        required = () if partial else ("target_url", "type", "events")
+        missing = [name for name in required if name not in data]
+        if missing:
+            return {name: ["This field is required."] for name in missing}
+        if data.get("type", "project") not in ("project", "organization"):
+            return {"type": [f'"{data["type"]}" is not a valid choice.']}
+        if data.get("type") == "project" and data.get("project_id") not in self.projects:
+            return {"project_id": ["Project not found"]}
+        unknown = [e for e in data.get("events", []) if e not in WEBHOOK_EVENTS]
+        if unknown:
+            return {"events": [f"Unknown events: {unknown}"]}
+        return None
+
+    def _webhook_json(self, webhook_id: int) -> dict:
+        webhook = self.webhooks[webhook_id]
+        return {
+            "id": webhook_id,
+            "url": f"{self.url}/api/webhooks/{webhook_id}",
+            "target_url": webhook["target_url"],
+            "description": webhook["description"],
+            "type": webhook["type"],
+            "content_type": webhook["content_type"],
+            "is_active": webhook["is_active"],
+            "enable_ssl": webhook["enable_ssl"],
+            "created_date": DATE,
+            "updated_date": DATE,
+            "owner": self._owner(),
+            "project_id": webhook["project_id"],
+            "organization": None,
+            "events": webhook["events"],
+            # last_status and last_delivery_date: absent until the first delivery
+        }
+
     # --- JSON as CVAT writes it
 
     def _label_json(self, label_id: int) -> dict:
@@ -595,7 +687,8 @@ class CvatMockServer:
             "project_id": task["project_id"],
             "task_name": f"task {job['task_id']}",
             "project_name": project.get("name"),
-            "stage": "acceptance" if job["state"] == "completed" else "annotation",
+            "stage": job.get("stage")
+            or ("acceptance" if job["state"] == "completed" else "annotation"),
             "state": job["state"],
             "type": job["type"],
             "assignee": None,
@@ -608,7 +701,7 @@ class CvatMockServer:
             "data_compressed_chunk_type": "imageset",
             "data_original_chunk_type": "imageset",
             "created_date": DATE,
-            "updated_date": DATE,
+            "updated_date": job.get("updated_date", DATE),
             "mode": "annotation",
             "frame_count": 2,
             "start_frame": 0,
@@ -690,8 +783,19 @@ ROUTES = [  # (method, path pattern, endpoint, needs authentication)
     ("PUT", r"/api/tasks/(\d+)/annotations/?", "put_annotations", True),
     ("PATCH", r"/api/tasks/(\d+)/annotations/?", "patch_annotations", True),
     ("DELETE", r"/api/tasks/(\d+)/annotations/?", "delete_annotations", True),
+    ("GET", r"/api/webhooks", "list_webhooks", True),
+    ("POST", r"/api/webhooks", "create_webhook", True),
+    ("PATCH", r"/api/webhooks/(\d+)", "patch_webhook", True),
 ]
-WITH_BODY = ("login", "put_annotations", "patch_annotations")
+WITH_BODY = ("login", "put_annotations", "patch_annotations", "create_webhook", "patch_webhook")
+# cvat/apps/webhooks/event_type.py: the events a project webhook may subscribe to (in part)
+WEBHOOK_EVENTS = ("create:job", "update:job", "delete:job", "create:task", "update:task")
+WEBHOOK_EVENTS += ("delete:task", "update:project", "create:issue", "update:issue")
+
+
+def _after_date(seconds: int) -> str:
+    start = datetime.strptime(DATE, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    return (start + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _frame(name: str, data: bytes) -> MockFrame:

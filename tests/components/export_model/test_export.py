@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from cvat_kfp.components.common.label_map import LabelMap
-from cvat_kfp.components.export_model.export import (
+from cvat_kfp.components.export_model.exporter import (
     ExportError,
     classes_csv,
     export_tflite_if_wanted,
@@ -94,7 +94,7 @@ def test_the_export_holds_the_documented_files(retinanet_export):
     for name in ("model_card.md", "export.json", "model.tflite"):
         assert (out / name).is_file(), name
     assert LabelMap.load(out / "label_map.json").names == CLASSES
-    meta = retinanet_export.metadata
+    meta = retinanet_export.metadata["exported_model"]
     assert meta == json.loads((out / "export.json").read_text())
     assert meta["preset"] == "retinanet-mobilenetv2-light"
     assert meta["global_step"] == 160 and meta["checkpoint"] == "best"
@@ -112,7 +112,7 @@ def test_classes_csv_follows_onepanels_row_order_contract(retinanet_export):
 
 
 def test_the_model_card_tells_preset_lineage_steps_metrics_and_labels(retinanet_export):
-    card = retinanet_export.model_card_markdown
+    card = (retinanet_export.output_dir.parent / "model_card.md").read_text()
     assert card == (retinanet_export.output_dir / "model_card.md").read_text()
     assert "# Model card: retinanet-mobilenetv2-light" in card
     assert "| training steps | 160 |" in card
@@ -216,7 +216,7 @@ def maskrcnn_all_detections(tiny_maskrcnn, tmp_path_factory):
 
 
 def test_maskrcnn_export_has_full_image_masks_and_a_tflite(maskrcnn_export, tiny_maskrcnn):
-    meta = maskrcnn_export.metadata
+    meta = maskrcnn_export.metadata["exported_model"]
     assert meta["has_masks"]
     assert "detection_masks" in meta["signatures"]["serving_default"]["outputs"]
     assert meta["tflite"]["exported"] and "detection_masks" in meta["tflite"]["outputs"]
@@ -314,7 +314,7 @@ def test_tflite_matches_the_savedmodel_within_tolerance(retinanet_export, tiny_r
 
 
 def test_model_card_lists_metrics_in_coco_order_whatever_order_kfp_gives():
-    from cvat_kfp.components.export_model.export import _metrics_table
+    from cvat_kfp.components.export_model.exporter import _metrics_table
 
     shuffled = {"ARl": -1.0, "final_loss": 0.5, "mask_AP": 0.2, "AP50": 0.7, "AP": 0.5}
     names = [row.split("|")[1].strip() for row in _metrics_table(shuffled)[2:]]

@@ -2,7 +2,6 @@
 
 import json
 import os
-import random
 from collections import Counter
 
 import numpy as np
@@ -12,7 +11,6 @@ from pycocotools import mask as mask_utils
 from cvat_kfp.components.common.report import ReportError
 from cvat_kfp.components.export_annotations.builder import DatasetBuilder
 from cvat_kfp.components.export_annotations.readers import coco
-from cvat_kfp.components.export_annotations.readers.coco import _compressed_counts
 
 from ._coco_cvat_helpers import read_into, write_image
 
@@ -246,16 +244,6 @@ def test_unusable_rle_is_refused(tmp_path):
     messages = [e.message for e in builder.report.entries]
     assert "cover 23 pixels" in messages[0] and "[6, 4] (height, width)" in messages[1]
     assert "not RLE" in messages[2]
-
-
-def test_compressed_counts_decode_like_pycocotools():
-    generator = random.Random(0)
-    for _ in range(20):
-        mask = np.array([[generator.random() < 0.3 for _ in range(23)] for _ in range(17)])
-        encoded = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-        counts = _compressed_counts(encoded["counts"].decode())
-        runs = np.repeat(np.arange(len(counts)) % 2, counts)
-        assert (runs.reshape(23, 17).T == mask).all()
 
 
 def test_degenerate_polygons_are_dropped_or_fall_back_to_the_box(tmp_path):
