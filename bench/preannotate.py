@@ -119,18 +119,18 @@ def task_frames(out: Path, count: int, size: tuple[int, int]) -> list[tuple[str,
 
 def exported_model(out: Path) -> Path:
     """The tiny RetinaNet of bench/export_model.py, exported once as export-model does."""
-    from export_model import trained_model
-
-    from cvat_kfp.components.export_model.export import export_model_dir
-
     target = out / "preannotate" / "exported"
     if (target / "label_map.json").is_file():
         return target
+    from export_model import trained_model
+
+    from cvat_kfp.components.export_model.exporter import run_export_model
+
     model_dir = trained_model(out, "retinanet-mobilenetv2-light")
     print(f"exporting {model_dir} to {target} (once) ...", flush=True)
     partial = target.with_name("exported.partial")  # export-model writes into an empty folder
     shutil.rmtree(partial, ignore_errors=True)
-    export_model_dir(model_dir, partial, tflite="no", log=lambda m: None)
+    run_export_model(model_dir, partial, partial.with_name("model_card.md"), tflite="no")
     partial.rename(target)
     return target
 
