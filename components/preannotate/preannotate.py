@@ -8,7 +8,8 @@ follows unless dry_run.
 The steps, each a function handing a small frozen dataclass to the next: the task's labels matched
 to the model's (`match_labels`), the frames to predict (`list_frames`), each frame's detections
 turned into shapes (`predict`, through shapes.detections_to_shapes), predictions.json
-(`write_predictions`), the upload (`upload`), then the metadata and the report.
+(`write_predictions`), the upload (`upload`, which records the id CVAT gave each shape it created
+in uploaded_shapes.json, for measure-corrections), then the metadata and the report.
 
 Frames: an image task's frames come in CVAT's chunks (a zip of chunk_size frame files, one
 request each; `_frame_images`), a video task's one frame per request (its chunks are video
@@ -57,6 +58,7 @@ from .shapes import NO_SHAPE_TYPE, Shape, detections_to_shapes
 logger = logging.getLogger(__name__)
 
 PREDICTIONS_FILE = "predictions.json"
+UPLOADED_SHAPES_FILE = "uploaded_shapes.json"  # what was uploaded, with CVAT's ids
 MASK_FORMATS = ("polygon", "mask")
 UNKNOWN_LABELS = ("error", "skip")
 EXISTING_ANNOTATIONS = ("append", "replace")
@@ -183,7 +185,12 @@ def run_preannotate(
         write_predictions(
             Path(predictions_dir), task_frames, predictions, predictor.label_map, options
         )
-        requests = 0 if options.dry_run else upload(call, task_frames, predictions, labels, options)
+        uploaded = None
+        if not options.dry_run:
+            uploaded = upload(call, task_frames, predictions, labels, options)
+            write_uploaded_shapes(
+                Path(predictions_dir), redact_url(cvat_url), task_frames, uploaded, options
+            )
     outcome = _Outcome(
         redact_url(cvat_url),
         options,
@@ -192,7 +199,7 @@ def run_preannotate(
         predictor.has_masks,
         labels,
         predictions,
-        requests,
+        uploaded,
     )
     report_path = Path(report_path)
     report_path.parent.mkdir(parents=True, exist_ok=True)
@@ -550,6 +557,7 @@ def write_predictions(
 class _Batch:
     span: str  # "frames 0-15"
     shapes: tuple[models.LabeledShapeRequest, ...]
+    predictions: tuple[int, ...]  # for each shape, its prediction's index in predictions.kept
 
 
 def shape_batches(
@@ -561,16 +569,16 @@ def shape_batches(
 ) -> list[_Batch]:
     """The upload requests' shapes, batch_size frames at a time; the parts of one prediction
     share a group, numbered from first_group."""
-    by_frame: dict[int, list[Shape]] = {}
-    for p in predictions.kept:
-        by_frame.setdefault(p.frame, []).append(p.shape)
+    by_frame: dict[int, list[tuple[int, Shape]]] = {}
+    for index, p in enumerate(predictions.kept):
+        by_frame.setdefault(p.frame, []).append((index, p.shape))
     next_group = first_group
     batches = []
     for start in range(0, len(task.frames), batch_size):
         frames = task.frames[start : start + batch_size]
-        requests = []
+        requests, origins = [], []
         for frame in frames:
-            for shape in by_frame.get(frame.index, []):
+            for index, shape in by_frame.get(frame.index, []):
                 group = None
                 if len(shape.parts) > 1:
                     group, next_group = next_group, next_group + 1
@@ -579,8 +587,9 @@ def shape_batches(
                     _shape_request(shape, frame.index, label_id, points, group)
                     for points in shape.parts
                 ]
+                origins += [index] * len(shape.parts)
         span = f"frames {frames[0].index}-{frames[-1].index}"
-        batches.append(_Batch(span, tuple(requests)))
+        batches.append(_Batch(span, tuple(requests), tuple(origins)))
     return batches
 
 
@@ -600,15 +609,22 @@ def _shape_request(shape: Shape, frame: int, label_id: int, points, group):
     )
 
 
+@dataclass(frozen=True)
+class _Uploaded:
+    requests: int  # requests that changed the task
+    shapes: tuple[dict, ...]  # each shape created: CVAT's id, its prediction, frame, label, points
+    without_id: int  # shapes the server's answers did not give back (recorded with id None)
+
+
 def upload(
     call: CvatCaller,
     task: _TaskFrames,
     predictions: _Predictions,
     labels: _LabelMatch,
     options: Options,
-) -> int:
+) -> _Uploaded:
     """The shapes uploaded batch by batch (after removing the task's annotations with
-    existing_annotations="replace"); returns the number of requests that changed the task."""
+    existing_annotations="replace"), each with the id CVAT gave it."""
     resource, requests = task.resource, 0
     if options.existing_annotations == "replace":
         call(
@@ -620,7 +636,8 @@ def upload(
     else:
         first_group = _next_group(call, task, predictions)
     batches = shape_batches(task, predictions, labels, options.batch_size, first_group)
-    uploaded = 0
+    uploaded, created, without_id = 0, [], 0
+    names = {f.index: f.name for f in task.frames}
     for number, batch in enumerate(batches, start=1):
         where = f"batch {number} of {len(batches)} ({batch.span})"
         if not batch.shapes:
@@ -633,13 +650,84 @@ def upload(
             task.task.id,
             patched_labeled_data_request=request,
         )
-        call(f"upload the shapes of {batch.span} to {resource}", send, resource=resource)
+        answer, _ = call(
+            f"upload the shapes of {batch.span} to {resource}", send, resource=resource
+        )
         requests += 1
         uploaded += len(batch.shapes)
+        ids = created_ids(batch.shapes, getattr(answer, "shapes", None) or [])
+        without_id += ids.count(None)
+        for request, index, shape_id in zip(batch.shapes, batch.predictions, ids):
+            prediction = predictions.kept[index]
+            created.append(
+                {
+                    "id": shape_id,
+                    "prediction": index + 1,  # its annotation id in predictions.json
+                    "frame": request.frame,
+                    "frame_name": names[request.frame],
+                    "label": prediction.shape.label,
+                    "label_id": request.label_id,
+                    "type": prediction.shape.type,
+                    "points": list(request.points),
+                    "group": getattr(request, "group", None),
+                    "score": round(prediction.shape.score, 4),
+                }
+            )
         logger.info(
             f"{resource}: {where}: {len(batch.shapes)} shape(s) uploaded, {uploaded} in all"
         )
-    return requests
+    if without_id:
+        logger.warning(
+            f"{resource}: the server's answers did not give back {without_id} of the "
+            f"{uploaded} shape(s) created: they are recorded without an id"
+        )
+    return _Uploaded(requests, tuple(created), without_id)
+
+
+def _shape_key(frame, label_id, shape_type, points) -> tuple:
+    return (int(frame), int(label_id), str(shape_type), tuple(round(float(v), 2) for v in points))
+
+
+def created_ids(requests, answered) -> list[int | None]:
+    """The id CVAT gave each requested shape, found in its answer to PATCH ?action=create.
+
+    CVAT answers with the shapes it created, ids set: it splits the request by job, saves each
+    part and merges the parts back (cvat/apps/dataset_manager/task.py, TaskAnnotation._patch_data),
+    so the order can differ from the request's; a shape is found by frame, label, type and
+    points. None for a shape the answer does not hold."""
+    by_key: dict[tuple, list[int]] = {}
+    for shape in answered:
+        shape_type = getattr(shape.type, "value", shape.type)
+        key = _shape_key(shape.frame, shape.label_id, shape_type, shape.points)
+        by_key.setdefault(key, []).append(shape.id)
+    ids = []
+    for request in requests:
+        key = _shape_key(request.frame, request.label_id, request.type.value, request.points)
+        found = by_key.get(key)
+        ids.append(found.pop(0) if found else None)
+    return ids
+
+
+def write_uploaded_shapes(
+    output_dir: Path, server: str, task: _TaskFrames, uploaded: _Uploaded, options: Options
+) -> Path:
+    """uploaded_shapes.json: the task's frames as they were, and every shape created in it."""
+    record = {
+        "cvat_url": server,
+        "task_id": options.task_id,
+        "task_name": task.task.name,
+        "existing_annotations": options.existing_annotations,
+        "score_threshold": options.score_threshold,
+        "frames": [
+            {"frame": f.index, "name": f.name, "width": f.width, "height": f.height}
+            for f in task.frames
+        ],
+        "shapes": list(uploaded.shapes),
+    }
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path = output_dir / UPLOADED_SHAPES_FILE
+    path.write_text(json.dumps(record), encoding="utf-8")
+    return path
 
 
 def _next_group(call: CvatCaller, task: _TaskFrames, predictions: _Predictions) -> int:
@@ -667,7 +755,11 @@ class _Outcome:
     has_masks: bool  # whether the model predicts masks
     labels: _LabelMatch
     predictions: _Predictions
-    upload_requests: int
+    uploaded: _Uploaded | None  # None on a dry run
+
+    @property
+    def upload_requests(self) -> int:
+        return self.uploaded.requests if self.uploaded else 0
 
 
 def _metadata(outcome: _Outcome) -> dict:
@@ -684,6 +776,12 @@ def _metadata(outcome: _Outcome) -> dict:
         "predictions": len(predictions.kept),
         "shapes": predictions.shape_count,
         "uploaded_shapes": 0 if o.dry_run else predictions.shape_count,
+        "uploaded_shape_ids": (
+            0
+            if outcome.uploaded is None
+            else len(outcome.uploaded.shapes) - outcome.uploaded.without_id
+        ),
+        "uploaded_shapes_file": "" if o.dry_run else UPLOADED_SHAPES_FILE,
         "skipped": sum(predictions.skipped.values()),
         "below_threshold": predictions.below_threshold,
         "predictions_per_label": dict(sorted(per_label.items())),
@@ -720,6 +818,11 @@ def _report_markdown(outcome: _Outcome) -> str:
     if not o.dry_run:
         lines.append(
             f"| upload requests | {outcome.upload_requests} (batches of {o.batch_size} frames) |"
+        )
+        recorded = len(outcome.uploaded.shapes) - outcome.uploaded.without_id
+        lines.append(
+            f"| shape ids recorded | {recorded} of {len(outcome.uploaded.shapes)}, in "
+            f"{UPLOADED_SHAPES_FILE} (measure-corrections compares them with the reviewed task) |"
         )
     if predictions.resized_frames:
         lines.append(

@@ -9,8 +9,6 @@ from cvat_kfp.components.common.dataset import Dataset
 from cvat_kfp.components.common.synthetic import make_shapes_dataset
 from cvat_kfp.pipelines.dataset_preparation import dataset_preparation
 
-pytestmark = pytest.mark.filterwarnings("ignore")
-
 
 def _shard_examples(directory: Path) -> int:
     manifest = json.loads((directory / "manifest.json").read_text())

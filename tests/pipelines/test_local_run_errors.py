@@ -8,8 +8,6 @@ import pytest
 from cvat_kfp.pipelines.cli import main
 from cvat_kfp.pipelines.local_run import LocalRunError, run_locally, stage_error
 
-pytestmark = pytest.mark.filterwarnings("ignore")
-
 # The end of a failed task's output as kfp.local 2.17 prints it: the task's lines indented by
 # four spaces (the executor input JSON, then Python's traceback), then kfp.local's own lines.
 EXECUTOR_INPUT = [

@@ -10,8 +10,6 @@ from kfp.dsl import HTML, ClassificationMetrics, Dataset, Markdown, Metrics, Mod
 
 from cvat_kfp.components.evaluate_model.component import evaluate_model
 
-pytestmark = pytest.mark.filterwarnings("ignore")
-
 
 class Evaluated(NamedTuple):
     metrics: Metrics

@@ -6,12 +6,8 @@ import logging
 import re
 from pathlib import Path
 
-import pytest
-
 from cvat_kfp.components.evaluate_model.coco_eval import STAT_NAMES
 from cvat_kfp.components.evaluate_model.evaluate import run_evaluate_model
-
-pytestmark = pytest.mark.filterwarnings("ignore")
 
 CLASSES = ["circle", "square", "triangle"]
 

@@ -9,8 +9,6 @@ from cvat_kfp.components.common import storage
 from cvat_kfp.components.export_model.exporter import ExportError, copy_to_destination
 from tests.gcs_emulator import create_bucket
 
-pytestmark = pytest.mark.filterwarnings("ignore")
-
 
 def export_files(export) -> list[str]:
     return storage.list_files(str(export.output_dir))

@@ -23,8 +23,6 @@ from cvat_kfp.components.inference.trained import load_serving_module
 from tests.components.inference.test_predictor import read_test_split
 from tests.trained_models import CLASSES
 
-pytestmark = pytest.mark.filterwarnings("ignore")
-
 BOX_ATOL = 1e-4  # same graph, same weights: only float summation order may differ
 TFLITE_ATOL = 1e-3  # float32 TFLite kernels (XNNPACK) vs TF's: boxes and scores
 

@@ -3,15 +3,12 @@
 from pathlib import Path
 from typing import NamedTuple
 
-import pytest
 from kfp import dsl
 from kfp.dsl import Dataset, Metrics, Model
 
 from cvat_kfp.components.train_maskrcnn.component import train_maskrcnn
 from cvat_kfp.components.training.presets import presets_for
 from tests.components.training._training_data import make_tfrecords
-
-pytestmark = pytest.mark.filterwarnings("ignore")
 
 # Stage 1 only (heads), one epoch of one step, evaluated at its end: the staged schedule's stage
 # changes are the engine's tests; here, the component's wiring.
