@@ -197,7 +197,7 @@ def patched(module, **replacements):
 
 def sequential(items, depth=None):
     """The old loop: each frame fetched when the model asks for it."""
-    return items
+    yield from items
 
 
 def run_preannotate_once(stand_in, task_id, predictor, way: str, out: Path) -> dict:

@@ -24,6 +24,7 @@ part; the parts of one instance share a CVAT group) or CVAT masks. A task label 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import json
@@ -374,29 +375,31 @@ def predict(
     shape_types = labels.shape_types
     kept, skipped, below_threshold, resized_frames = [], Counter(), 0, 0
     total = len(task.frames)
-    for n, (frame, image) in enumerate(_prefetched(_frame_images(call, task)), start=1):
-        if image.shape[:2] != (frame.height, frame.width):
-            resized_frames += 1
-        found = detections_to_shapes(
-            predictor.predict(image),
-            frame.width,
-            frame.height,
-            shape_types,
-            options.score_threshold,
-        )
-        below_threshold += found.below_threshold
-        for left_out in found.skipped:
-            reason = left_out.reason
-            if reason == NO_SHAPE_TYPE:
-                why = labels.unmatched.get(left_out.label, "unknown")
-                reason = f"label {left_out.label!r}: {why}"
-            skipped[reason] += 1
-        kept += [_Prediction(frame.index, shape) for shape in found.shapes]
-        if n % options.batch_size == 0 or n == total:
-            logger.info(
-                f"{task.resource}: predicted {n} of {total} frame(s), "
-                f"{len(kept)} prediction(s) kept"
+    # closed on any way out, so that a model failure stops the fetching thread at once
+    with contextlib.closing(_prefetched(_frame_images(call, task))) as images:
+        for n, (frame, image) in enumerate(images, start=1):
+            if image.shape[:2] != (frame.height, frame.width):
+                resized_frames += 1
+            found = detections_to_shapes(
+                predictor.predict(image),
+                frame.width,
+                frame.height,
+                shape_types,
+                options.score_threshold,
             )
+            below_threshold += found.below_threshold
+            for left_out in found.skipped:
+                reason = left_out.reason
+                if reason == NO_SHAPE_TYPE:
+                    why = labels.unmatched.get(left_out.label, "unknown")
+                    reason = f"label {left_out.label!r}: {why}"
+                skipped[reason] += 1
+            kept += [_Prediction(frame.index, shape) for shape in found.shapes]
+            if n % options.batch_size == 0 or n == total:
+                logger.info(
+                    f"{task.resource}: predicted {n} of {total} frame(s), "
+                    f"{len(kept)} prediction(s) kept"
+                )
     return _Predictions(tuple(kept), skipped, below_threshold, resized_frames)
 
 
