@@ -22,6 +22,9 @@ from cvat_kfp.pipelines.cvat_export import write_cvat_coco_export
 from cvat_kfp.pipelines.local_run import LocalRunError, run_locally
 from tests.components.export_annotations.cvat_mock_server import CvatMockServer
 
+pytestmark = pytest.mark.slow  # trains or loads a model, or runs a pipeline
+
+
 NUM_STEPS = 30
 HYPERPARAMETERS = (
     f"num_steps: {NUM_STEPS}\nbatch_size: 2\ninitial_learning_rate: 0.02\nwarmup_steps: 3\n"
