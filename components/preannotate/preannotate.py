@@ -11,6 +11,11 @@ turned into shapes (`predict`, through shapes.detections_to_shapes), predictions
 (`write_predictions`), the upload (`upload`, which records the id CVAT gave each shape it created
 in uploaded_shapes.json, for measure-corrections), then the metadata and the report.
 
+Frames: an image task's frames come in CVAT's chunks (a zip of chunk_size frame files, one
+request each; `_frame_images`), a video task's one frame per request (its chunks are video
+files); either way a background thread fetches and decodes ahead of the model, a few frames at
+most (`PREFETCH_FRAMES`), so that the network and decoding overlap inference.
+
 Shapes: boxes become rectangles; with a mask model, masks become polygons (one per connected
 part; the parts of one instance share a CVAT group) or CVAT masks. A task label of a fixed type
 (rectangle, polygon, mask) gets that type; "any" gets the default. Append: PATCH
@@ -19,12 +24,17 @@ part; the parts of one instance share a CVAT group) or CVAT masks. A task label 
 
 from __future__ import annotations
 
+import contextlib
 import io
+import itertools
 import json
 import logging
+import queue
 import re
+import threading
+import zipfile
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -55,6 +65,7 @@ UNKNOWN_LABELS = ("error", "skip")
 EXISTING_ANNOTATIONS = ("append", "replace")
 SHAPE_LABEL_TYPES = ("any", "rectangle", "polygon", "mask")
 SOURCE = "auto"
+PREFETCH_FRAMES = 16  # decoded frames waiting for the model, besides the chunk being read
 
 
 @dataclass(frozen=True)
@@ -169,7 +180,7 @@ def run_preannotate(
         logger.info(
             f"{resource} ({task.name!r}): {len(task_frames.frames)} frame(s) to predict"
             + (f", {task_frames.deleted} deleted frame(s) left out" if task_frames.deleted else "")
-            + f"; {mode}"
+            + f", {_fetching(task_frames)}; {mode}"
         )
         predictions = predict(call, task_frames, predictor, labels, options)
         write_predictions(
@@ -279,10 +290,20 @@ class _TaskFrames:
     resource: str  # "task 7", as messages name it
     frames: tuple[_Frame, ...]  # to predict, in order
     deleted: int  # frames left out because they are deleted in the task
+    chunk_size: int = 0  # frames per chunk when they are fetched in chunks; 0: one per request
+    per_frame_reason: str = ""  # why they are fetched one per request
+
+    @property
+    def chunks(self) -> int:
+        """The requests fetching the frames: chunks, or frames one by one."""
+        if not self.chunk_size:
+            return len(self.frames)
+        return len({frame.index // self.chunk_size for frame in self.frames})
 
 
 def list_frames(task, meta, resource: str) -> _TaskFrames:
-    """The task's frames that are not deleted, named and sized as its data meta says."""
+    """The task's frames that are not deleted, named and sized as its data meta says, and how
+    they are fetched."""
     size = task.size or 0
     infos = list(meta.frames or [])
     deleted_indices = set(meta.deleted_frames or [])
@@ -301,7 +322,29 @@ def list_frames(task, meta, resource: str) -> _TaskFrames:
         frames.append(_Frame(index, name, int(info.width), int(info.height)))
     if not frames:
         raise ValueError(f"{resource} has no frames to pre-annotate (all deleted or none)")
-    return _TaskFrames(task, resource, tuple(frames), deleted)
+    chunk_size, reason = _chunking(task, meta)
+    return _TaskFrames(task, resource, tuple(frames), deleted, chunk_size, reason)
+
+
+def _fetching(task: _TaskFrames) -> str:
+    """How the frames are fetched, in words."""
+    if task.chunk_size:
+        return f"fetched in {task.chunks} chunk(s) of up to {task.chunk_size} frames"
+    return f"fetched one per request ({task.per_frame_reason})"
+
+
+def _chunking(task, meta) -> tuple[int, str]:
+    """(frames per chunk, "") when the original-quality chunks are zips of the frame files, as
+    CVAT serves an image task's; else (0, why frames are fetched one by one)."""
+    chunk_type = getattr(task, "data_original_chunk_type", None)
+    if chunk_type != "imageset":
+        return 0, f"its original chunks are {chunk_type or 'of no known type'}, not image sets"
+    if str(getattr(task, "dimension", None) or "2d") != "2d":
+        return 0, f"a {task.dimension} task"
+    chunk_size = int(getattr(meta, "chunk_size", None) or task.data_chunk_size or 0)
+    if chunk_size < 1:
+        return 0, "the data meta gives no chunk size"
+    return chunk_size, ""
 
 
 # --- predicting ---------------------------------------------------------------------------------
@@ -332,37 +375,125 @@ def predict(
     shape_types = labels.shape_types
     kept, skipped, below_threshold, resized_frames = [], Counter(), 0, 0
     total = len(task.frames)
-    for n, frame in enumerate(task.frames, start=1):
-        image = _frame_image(call, task, frame)
-        if image.shape[:2] != (frame.height, frame.width):
-            resized_frames += 1
-        found = detections_to_shapes(
-            predictor.predict(image),
-            frame.width,
-            frame.height,
-            shape_types,
-            options.score_threshold,
-        )
-        below_threshold += found.below_threshold
-        for left_out in found.skipped:
-            reason = left_out.reason
-            if reason == NO_SHAPE_TYPE:
-                why = labels.unmatched.get(left_out.label, "unknown")
-                reason = f"label {left_out.label!r}: {why}"
-            skipped[reason] += 1
-        kept += [_Prediction(frame.index, shape) for shape in found.shapes]
-        if n % options.batch_size == 0 or n == total:
-            logger.info(
-                f"{task.resource}: predicted {n} of {total} frame(s), "
-                f"{len(kept)} prediction(s) kept"
+    # closed on any way out, so that a model failure stops the fetching thread at once
+    with contextlib.closing(_prefetched(_frame_images(call, task))) as images:
+        for n, (frame, image) in enumerate(images, start=1):
+            if image.shape[:2] != (frame.height, frame.width):
+                resized_frames += 1
+            found = detections_to_shapes(
+                predictor.predict(image),
+                frame.width,
+                frame.height,
+                shape_types,
+                options.score_threshold,
             )
+            below_threshold += found.below_threshold
+            for left_out in found.skipped:
+                reason = left_out.reason
+                if reason == NO_SHAPE_TYPE:
+                    why = labels.unmatched.get(left_out.label, "unknown")
+                    reason = f"label {left_out.label!r}: {why}"
+                skipped[reason] += 1
+            kept += [_Prediction(frame.index, shape) for shape in found.shapes]
+            if n % options.batch_size == 0 or n == total:
+                logger.info(
+                    f"{task.resource}: predicted {n} of {total} frame(s), "
+                    f"{len(kept)} prediction(s) kept"
+                )
     return _Predictions(tuple(kept), skipped, below_threshold, resized_frames)
+
+
+def _frame_images(call: CvatCaller, task: _TaskFrames) -> Iterator[tuple[_Frame, np.ndarray]]:
+    """Each frame to predict with its image, in order: chunk by chunk, else frame by frame."""
+    if not task.chunk_size:
+        for frame in task.frames:
+            yield frame, _frame_image(call, task, frame)
+        return
+    for number, frames in itertools.groupby(task.frames, lambda f: f.index // task.chunk_size):
+        members = _chunk_members(call, task, number)
+        for frame in frames:
+            yield frame, _decode_frame(members[frame.index % task.chunk_size], task, frame)
+
+
+def _chunk_members(call: CvatCaller, task: _TaskFrames, number: int) -> list[bytes]:
+    """The frame files of chunk `number` at original quality, in frame order.
+
+    CVAT's chunk of an image task is a zip of the chunk's frames, `000000.jpg`, `000001.png`,
+    ... in order (cvat-sdk's TaskDataset reads its members by position too), holding every frame
+    of the chunk, deleted ones included.
+    """
+    first = number * task.chunk_size
+    last = min(first + task.chunk_size, task.task.size) - 1
+    what = f"download chunk {number} (frames {first}-{last}) of {task.resource}"
+
+    def download() -> bytes:
+        buffer = io.BytesIO()  # a fresh one for each attempt
+        task.task.download_chunk(number, buffer, quality="original")
+        return buffer.getvalue()
+
+    data = call(what, download, resource=task.resource)
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            files = [info for info in archive.infolist() if not info.is_dir()]
+            if len(files) != last - first + 1:
+                raise ValueError(
+                    f"it holds {len(files)} file(s) for its {last - first + 1} frame(s)"
+                )
+            return [archive.read(info) for info in files]
+    except (zipfile.BadZipFile, ValueError) as error:
+        raise CvatServerError(
+            f"chunk {number} (frames {first}-{last}) of {task.resource} is not the zip of "
+            f"frames CVAT serves for an image task ({len(data):,} bytes): {error}"
+        ) from None
+
+
+def _prefetched(items: Iterator, depth: int = PREFETCH_FRAMES) -> Iterator:
+    """`items`, produced by a background thread up to `depth` ahead of the consumer; its
+    exceptions are raised here. Stopping early (or an error here) stops the thread."""
+    ahead: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+    end = object()
+
+    def put(entry) -> bool:
+        while not stop.is_set():
+            try:
+                ahead.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+            put((end, None))
+        except BaseException as error:  # handed to the consumer, which raises it
+            put((None, error))
+
+    thread = threading.Thread(target=produce, name="preannotate-frames", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = ahead.get()
+            if error is not None:
+                raise error
+            if item is end:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)  # at most one request or decode; the thread is a daemon
 
 
 def _frame_image(call: CvatCaller, task: _TaskFrames, frame: _Frame) -> np.ndarray:
     what = f"download frame {frame.index} of {task.resource}"
     get = partial(task.task.get_frame, frame.index, quality="original")
-    data = call(what, get, resource=task.resource).read()
+    return _decode_frame(call(what, get, resource=task.resource).read(), task, frame)
+
+
+def _decode_frame(data: bytes, task: _TaskFrames, frame: _Frame) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as image:
             # CVAT shows (and annotates) images turned by their EXIF orientation
@@ -683,6 +814,7 @@ def _report_markdown(outcome: _Outcome) -> str:
         f"| frames processed | {len(task.frames)}"
         + (f" ({task.deleted} deleted frame(s) left out)" if task.deleted else "")
         + " |",
+        f"| frames | {_fetching(task)} |",
         f"| predictions kept | {len(predictions.kept)} ({predictions.shape_count} shape(s)) |",
         f"| below the threshold | {predictions.below_threshold} |",
     ]

@@ -1,11 +1,11 @@
 """What to label next: rank a CVAT task's (or a folder's) unannotated frames by how much a model
 would learn from them, and optionally put the top ones in a new CVAT task.
 
-The steps: the frames to consider (`_CvatSource` reuses preannotate's `list_frames` and frame
-download and leaves out frames that already carry annotations; `_FolderSource` walks a folder of
-images), each frame's uncertainty under the model (`frame_uncertainty`) and a cheap embedding
-(`embed`), the selection (`select_diverse`), ranking.json and the Markdown report, then the CVAT
-task holding the selection (`ensure_selection_task`, idempotent by a deterministic name).
+The steps: the frames to consider (`_CvatSource` reuses preannotate's `list_frames` and chunked
+frame fetching and leaves out frames that already carry annotations; `_FolderSource` walks a
+folder of images), each frame's uncertainty under the model (`frame_uncertainty`) and a cheap
+embedding (`embed`), the selection (`select_diverse`), ranking.json and the Markdown report, then
+the CVAT task holding the selection (`ensure_selection_task`, idempotent by a deterministic name).
 
 Uncertainty of one frame: about how many of its objects the model is unsure. The detections are
 grouped by object (class-agnostic, IoU >= 0.5: NMS runs per class, so one object can carry a box
@@ -39,6 +39,8 @@ out. diversity_radius 0 turns diversity off (pure uncertainty order).
 from __future__ import annotations
 
 import base64
+import contextlib
+import dataclasses
 import hashlib
 import io
 import json
@@ -435,10 +437,15 @@ class _CvatSource:
         )
 
     def images(self) -> Iterator[tuple[Candidate, np.ndarray]]:
-        from ..preannotate.preannotate import _frame_image
+        """The candidates' images as preannotate fetches frames: in CVAT's chunks (an image
+        task), a background thread fetching and decoding ahead of the model."""
+        from ..preannotate.preannotate import _frame_images, _prefetched
 
-        for candidate in self.candidates:
-            yield candidate, _frame_image(self.call, self.frames, self._by_index[candidate.index])
+        by_index = {c.index: c for c in self.candidates}
+        wanted = dataclasses.replace(self.frames, frames=tuple(self._by_index[i] for i in by_index))
+        with contextlib.closing(_prefetched(_frame_images(self.call, wanted))) as fetched:
+            for frame, image in fetched:
+                yield by_index[frame.index], image
 
     def file_bytes(self, candidate: Candidate) -> tuple[str, bytes]:
         """The frame's original file (as CVAT serves it at original quality), and a file name."""

@@ -18,7 +18,8 @@ from tests.components.measure_corrections.synthetic_review import (
     review,
 )
 
-pytestmark = pytest.mark.filterwarnings("ignore")
+pytestmark = pytest.mark.slow  # runs a pipeline
+
 RATES = {"move": 0.25, "relabel": 0.125, "delete": 0.125}
 
 

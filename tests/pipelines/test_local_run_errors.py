@@ -119,6 +119,7 @@ def test_a_missing_init_model_is_reported_before_the_run(tmp_path):
         )
 
 
+@pytest.mark.slow
 def test_a_failed_stage_prints_its_own_error_first_then_the_log_path(tmp_path, capsys):
     """A real run under kfp.local: export-annotations refuses a folder that is no CVAT export."""
     not_an_export = tmp_path / "not_an_export"
@@ -145,6 +146,7 @@ def test_a_failed_stage_prints_its_own_error_first_then_the_log_path(tmp_path, c
     assert "Traceback (most recent call last)" in log and "no known CVAT export format" in log
 
 
+@pytest.mark.slow
 def test_the_python_api_carries_the_stage_and_its_reason(tmp_path):
     not_an_export = tmp_path / "not_an_export"
     not_an_export.mkdir()

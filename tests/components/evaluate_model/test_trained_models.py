@@ -6,8 +6,13 @@ import logging
 import re
 from pathlib import Path
 
+import pytest
+
 from cvat_kfp.components.evaluate_model.coco_eval import STAT_NAMES
 from cvat_kfp.components.evaluate_model.evaluate import run_evaluate_model
+
+pytestmark = pytest.mark.slow  # trains or loads a model, or runs a pipeline
+
 
 CLASSES = ["circle", "square", "triangle"]
 

@@ -18,6 +18,7 @@ import io
 import json
 import re
 import threading
+import time
 import zipfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -96,6 +97,7 @@ class CvatMockServer:
     never_finish: bool = False
     fail_exports_with: str = ""  # exports end "failed" with this message
     chunk_size: int = 72  # frames per data chunk, CVAT's default
+    latency: float = 0.0  # seconds before each answer: a remote server's round trip
     functions: dict[int, dict] = field(default_factory=dict)  # native function id -> its JSON
     function_requests: dict[str, dict] = field(default_factory=dict)  # AR id -> its state
     requests: list[RecordedRequest] = field(default_factory=list)
@@ -126,14 +128,17 @@ class CvatMockServer:
         frames: list[MockFrame | tuple[str, bytes]] = (),
         deleted_frames: list[int] = (),
         video: str = "",
+        frame_step: int = 1,
     ) -> None:
         """A task and its annotation jobs ({job id: state}; default one "new" job).
 
         `labels` are names (type "any") or (name, type); `frames` are MockFrames or (name, encoded
         image) pairs, whose size is read from the image; their count is the task size. A `video`
         task (its file name) has one meta frame entry, the first frame's size, as CVAT sends.
+        With a `frame_step` (CVAT's frame filter "step=N"), the task holds every N-th of `frames`,
+        numbered 0, 1, ... as CVAT numbers a task's frames.
         """
-        frames = [f if isinstance(f, MockFrame) else _frame(*f) for f in frames]
+        frames = [f if isinstance(f, MockFrame) else _frame(*f) for f in frames][::frame_step]
         size = len(frames) if frames else size
         self.tasks[task_id] = {
             "project_id": project_id,
@@ -141,6 +146,7 @@ class CvatMockServer:
             "overlap": overlap,
             "deleted_frames": list(deleted_frames),
             "video": video,
+            "frame_step": frame_step,
         }
         for job_id, state in (jobs or {task_id * 100 + 1: "new"}).items():
             self.add_job(job_id, task_id, state)
@@ -577,8 +583,8 @@ class CvatMockServer:
             "size": task["size"],
             "image_quality": 70,
             "start_frame": 0,
-            "stop_frame": max(task["size"] - 1, 0),
-            "frame_filter": "",
+            "stop_frame": max(task["size"] - 1, 0) * task.get("frame_step", 1),
+            "frame_filter": f"step={task['frame_step']}" if task.get("frame_step", 1) > 1 else "",
             "frames": [
                 {
                     "width": f.width,
@@ -614,8 +620,9 @@ class CvatMockServer:
         return 200, frame.data, [("Content-Type", frame.content_type)]
 
     def _chunk(self, task_id: int, number: int):
-        """An "imageset" chunk as CVAT serves it: a zip of the chunk's frames in frame order,
-        each stored as it was uploaded (original quality)."""
+        """An "imageset" chunk as CVAT serves it (ZipChunkWriter): a zip of the chunk's frames in
+        frame order, named by their place in the chunk (000000.png, ...), each stored as it was
+        uploaded (original quality), deleted frames included."""
         if self.tasks[task_id]["video"]:
             return 400, {"detail": "the stand-in serves no video chunks"}
         frames = self.frames.get(task_id, [])
@@ -624,9 +631,9 @@ class CvatMockServer:
             return 400, [f"Invalid chunk number: {number}"]
         out = io.BytesIO()
         with zipfile.ZipFile(out, "w") as archive:
-            for index, frame in enumerate(frames[first : first + self.chunk_size], start=first):
+            for offset, frame in enumerate(frames[first : first + self.chunk_size]):
                 suffix = PurePosixPath(frame.name).suffix
-                archive.writestr(f"{index:06d}{suffix}", frame.data)
+                archive.writestr(f"{offset:06d}{suffix}", frame.data)
         return 200, out.getvalue(), [("Content-Type", "application/zip")]
 
     def get_annotations(self, query, task_id):
@@ -1213,6 +1220,8 @@ class _Handler(BaseHTTPRequestHandler):
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         mock.requests.append(RecordedRequest(method, unquote(path), query, dict(self.headers)))
+        if mock.latency:
+            time.sleep(mock.latency)
 
         pending = mock.failures.get((method, unquote(path)))
         if pending:

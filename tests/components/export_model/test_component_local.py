@@ -4,11 +4,14 @@ import json
 from pathlib import Path
 from typing import NamedTuple
 
+import pytest
 from kfp import dsl
 from kfp.dsl import Markdown, Model
 
 from cvat_kfp.components.common import storage
 from cvat_kfp.components.export_model.component import export_model
+
+pytestmark = pytest.mark.slow  # trains or loads a model, or runs a pipeline
 
 
 class Exported(NamedTuple):

@@ -23,6 +23,9 @@ from cvat_kfp.components.inference.trained import load_serving_module
 from tests.components.inference.test_predictor import read_test_split
 from tests.trained_models import CLASSES
 
+pytestmark = pytest.mark.slow  # trains or loads a model, or runs a pipeline
+
+
 BOX_ATOL = 1e-4  # same graph, same weights: only float summation order may differ
 TFLITE_ATOL = 1e-3  # float32 TFLite kernels (XNNPACK) vs TF's: boxes and scores
 

@@ -27,6 +27,9 @@ from tests.components.export_annotations.cvat_mock_server import CvatMockServer
 from tests.components.preannotate.test_real_model import task_frames
 from tests.trained_models import CLASSES
 
+pytestmark = pytest.mark.slow  # trains or loads a model, or runs a pipeline
+
+
 MODULE = "cvat_kfp.components.preannotate.cvat_function"
 
 

@@ -241,8 +241,10 @@ def test_a_task_s_unannotated_frames_are_ranked_and_written(server, tmp_path, en
 
     metadata, ranking, report = run(tmp_path, predictor, cvat_url=server.url, task_id="7", top_n=4)
 
-    # frame 2 carries a shape: neither downloaded for ranking nor predicted
+    # frame 2 carries a shape: not predicted; the frames came in one chunk, as preannotate's do
     assert SCENES[2][0].tobytes() not in predictor.asked and len(predictor.asked) == 5
+    fetched = [r.query for r in server.calls("GET", r"/api/tasks/7/data/?")]
+    assert [(q["type"], q["number"], q["quality"]) for q in fetched] == [("chunk", "0", "original")]
     assert [(s["frame"], s["rank"]) for s in ranking["selected"]] == [
         (1, 1),
         (3, 2),

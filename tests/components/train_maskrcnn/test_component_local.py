@@ -3,6 +3,7 @@
 from pathlib import Path
 from typing import NamedTuple
 
+import pytest
 from kfp import dsl
 from kfp.dsl import Dataset, Metrics, Model
 
@@ -12,6 +13,9 @@ from tests.components.training._training_data import make_tfrecords
 
 # Stage 1 only (heads), one epoch of one step, evaluated at its end: the staged schedule's stage
 # changes are the engine's tests; here, the component's wiring.
+pytestmark = pytest.mark.slow  # trains or loads a model, or runs a pipeline
+
+
 HYPERPARAMETERS = """
 num_steps: 1
 stage_1_epochs: 1
