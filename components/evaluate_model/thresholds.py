@@ -12,7 +12,8 @@ score dropped there (the lowest kept score when nothing is dropped), so that an 
 slightly different float arithmetic does not flip the borderline detection. A class without val
 objects, or whose detections never match one, keeps the global default and says why.
 
-thresholds.json (the evaluation output; export-model copies it into export.json):
+thresholds.json (the evaluation output; export-model copies it into export.json; its format is
+checked and read by inference/thresholds.py):
 
     {"iou_threshold": 0.5, "default_threshold": 0.5, "split": "val", "classes": [
         {"id": 1, "name": "circle", "threshold": 0.31, "calibrated": true, "precision": 0.95,
@@ -24,7 +25,6 @@ thresholds.json (the evaluation output; export-model copies it into export.json)
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,18 +32,19 @@ from pathlib import Path
 
 import numpy as np
 
-from ..common.report import markdown_cell
+from ..inference.thresholds import (  # the table's format, shared with what reads it back
+    DEFAULT_SCORE_THRESHOLD,
+    ThresholdsError,
+    read_thresholds,
+    thresholds_by_name,
+    thresholds_markdown,
+)
 from .confusion import match_image
 
 THRESHOLDS_FILE = "thresholds.json"
-DEFAULT_SCORE_THRESHOLD = 0.5
 CALIBRATION_IOU = 0.5
 NO_VALIDATION_OBJECTS = "default: no validation objects"
 NO_MATCHED_DETECTION = "default: no detection matched a validation object"
-
-
-class ThresholdsError(ValueError):
-    """A thresholds file or table that cannot be used: says which and what is wrong."""
 
 
 @dataclass(frozen=True)
@@ -237,60 +238,22 @@ def write_thresholds(path: str | os.PathLike, table: dict) -> None:
     os.replace(temp, path)
 
 
-def read_thresholds(path: str | os.PathLike) -> dict:
-    """A thresholds.json, checked: per class an id, a name and a threshold in [0, 1]."""
-    path = Path(path)
-    try:
-        table = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ThresholdsError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ThresholdsError(f"{path} is not a readable JSON file: {error}") from None
-    check_thresholds(table, str(path))
-    return table
-
-
-def check_thresholds(table, where: str) -> None:
-    if not isinstance(table, dict) or not isinstance(table.get("classes"), list):
-        raise ThresholdsError(
-            f"{where}: expected an object with a 'classes' list (evaluate-model's "
-            f"{THRESHOLDS_FILE}); re-run evaluate-model with val_tfrecords to make one"
-        )
-    for index, row in enumerate(table["classes"]):
-        if not (isinstance(row, dict) and isinstance(row.get("name"), str)
-                and _is_score(row.get("threshold"))):  # fmt: skip
-            raise ThresholdsError(
-                f"{where}: class entry {index} ({row!r:.120}) needs a 'name' and a 'threshold' "
-                "between 0 and 1"
-            )
-
-
-def _is_score(value) -> bool:
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and 0.0 <= value <= 1.0
-    )
-
-
-def thresholds_by_name(table: dict) -> dict[str, float]:
-    return {row["name"]: float(row["threshold"]) for row in table["classes"]}
-
-
-def thresholds_markdown(table: dict) -> str:
-    """A table a reader can check: class, threshold, how it was chosen, P/R/F1 on val."""
-    lines = [
-        "| class | score threshold | chosen | val objects | precision | recall | F1 |",
-        "|---|---:|---|---:|---:|---:|---:|",
-    ]
-    for row in table["classes"]:
-        if row.get("calibrated"):
-            how = f"max F1 on {table.get('split', 'val')}"
-            stats = [f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}"]
-        else:
-            how = row.get("reason", "default")
-            stats = ["", "", ""]
-        lines.append(f"| {markdown_cell(row['name'])} | {row['threshold']:.3f} | {how} | "
-                     f"{row.get('val_objects', '')} | " + " | ".join(stats) + " |")  # fmt: skip
-    return "\n".join(lines) + "\n"
+__all__ = [
+    "CALIBRATION_IOU",
+    "DEFAULT_SCORE_THRESHOLD",
+    "THRESHOLDS_FILE",
+    "ClassOutcomes",
+    "ClassThreshold",
+    "ImageObjects",
+    "OperatingPoint",
+    "ThresholdsError",
+    "best_threshold",
+    "calibrate",
+    "class_outcomes",
+    "mean_f1",
+    "read_thresholds",
+    "thresholds_by_name",
+    "thresholds_json",
+    "thresholds_markdown",
+    "write_thresholds",
+]
