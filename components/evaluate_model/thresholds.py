@@ -34,6 +34,7 @@ import numpy as np
 
 from ..inference.thresholds import (  # the table's format, shared with what reads it back
     DEFAULT_SCORE_THRESHOLD,
+    THRESHOLDS_FILE,
     ThresholdsError,
     read_thresholds,
     thresholds_by_name,
@@ -41,7 +42,6 @@ from ..inference.thresholds import (  # the table's format, shared with what rea
 )
 from .confusion import match_image
 
-THRESHOLDS_FILE = "thresholds.json"
 CALIBRATION_IOU = 0.5
 NO_VALIDATION_OBJECTS = "default: no validation objects"
 NO_MATCHED_DETECTION = "default: no detection matched a validation object"

@@ -10,8 +10,12 @@ The exported model directory:
                         in id order (row i below the header is class id i)
     model.tflite        the mobile presets (MobileNetV2 RetinaNet and Mask R-CNN): see
                         cvat_kfp.components.inference.tflite for its input contract
-    model_card.md       preset, dataset lineage, training steps, metrics, label map
-    export.json         what this export is (preset, step, checkpoint, signatures, TFLite)
+    model_card.md       preset, dataset lineage, training steps, metrics, score thresholds,
+                        label map
+    export.json         what this export is (preset, step, checkpoint, signatures, TFLite) and,
+                        given evaluate-model's evaluation, the per-class score thresholds it
+                        calibrated on the val split ("score_thresholds": its thresholds.json),
+                        which preannotate and the CVAT function use when given no threshold
 
 With `destination_uri`, the directory is also copied there (storage.upload_directory: `_SUCCESS`
 written last). A destination that already holds files is never overwritten: the same export
@@ -45,6 +49,13 @@ from ..inference.serving import (
     OUTPUT_KEYS,
     SERVE_IMAGE_BYTES,
     SERVING_DEFAULT,
+)
+from ..inference.thresholds import (
+    DEFAULT_SCORE_THRESHOLD,
+    EXPORT_KEY,
+    ThresholdsError,
+    evaluation_thresholds,
+    thresholds_markdown,
 )
 from ..inference.trained import TrainedModel, load_serving_module
 
@@ -88,13 +99,21 @@ def export_model_dir(
     destination_uri: str = "",
     test_metrics: dict | None = None,
     log: Log | None = None,
+    evaluation_dir: str | os.PathLike | None = None,
 ) -> ExportResult:
-    """Export the trained Model at `model_dir` into `output_dir` (see the module docstring)."""
+    """Export the trained Model at `model_dir` into `output_dir` (see the module docstring);
+    the score thresholds from `evaluation_dir` (evaluate-model's evaluation) when given."""
     log = log or logger.info
     tflite = (tflite or "auto").strip().lower()
     if tflite not in TFLITE_CHOICES:
         raise ExportError(f"tflite must be one of {', '.join(TFLITE_CHOICES)}; got {tflite!r}")
     trained = TrainedModel.read(model_dir)
+    thresholds = None
+    if evaluation_dir is not None:
+        try:
+            thresholds = evaluation_thresholds(evaluation_dir, trained.label_map.names)
+        except ThresholdsError as error:
+            raise ExportError(str(error)) from None
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     if any(output_dir.iterdir()):
@@ -115,6 +134,8 @@ def export_model_dir(
 
     metadata = export_metadata(trained, module, description, tflite_info)
     metadata["export_id"] = export_id(trained, description)
+    if thresholds is not None:
+        metadata[EXPORT_KEY] = thresholds
     card = model_card_markdown(trained, metadata, test_metrics)
     (output_dir / MODEL_CARD_FILE).write_text(card, encoding="utf-8")
     (output_dir / EXPORT_METADATA_FILE).write_text(
@@ -286,6 +307,20 @@ def model_card_markdown(trained: TrainedModel, metadata: dict, test_metrics: dic
     lines += _metrics_table(meta.get("metrics"))
     lines += ["", "## Test metrics (evaluate-model)", ""]
     lines += _metrics_table(test_metrics) if test_metrics else ["(not given)"]
+    lines += ["", "## Score thresholds", ""]
+    if metadata.get(EXPORT_KEY):
+        lines += [
+            "Per class, the score of highest F1 on the validation split (evaluate-model); "
+            "preannotate and the CVAT function keep detections at or above it unless given a "
+            "threshold.",
+            "",
+            thresholds_markdown(metadata[EXPORT_KEY]).rstrip(),
+        ]
+    else:
+        lines.append(
+            f"Not calibrated (exported without evaluate-model's evaluation): users of this model "
+            f"get {DEFAULT_SCORE_THRESHOLD:g} for every class unless they give a threshold."
+        )
     lines += ["", "## Label map", "", "| id | name |", "|---|---|"]
     lines += [f"| {i} | {markdown_cell(name)} |" for i, name in trained.label_map.items()]
     lines += [

@@ -22,6 +22,7 @@ DEFAULT_SCORE_THRESHOLD = 0.5
 # A score_threshold argument meaning "not given: the model's calibrated per-class thresholds".
 MODEL_THRESHOLDS = -1.0
 EXPORT_KEY = "score_thresholds"  # in export.json
+THRESHOLDS_FILE = "thresholds.json"  # in evaluate-model's evaluation output
 EXPORT_METADATA_FILE = "export.json"  # inference.predictor's, repeated to avoid importing TF
 
 
@@ -66,6 +67,19 @@ def read_thresholds(path: str | os.PathLike) -> dict:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ThresholdsError(f"{path} is not a readable JSON file: {error}") from None
     check_thresholds(table, str(path))
+    return table
+
+
+def evaluation_thresholds(evaluation_dir: str | os.PathLike, class_names: Iterable[str]) -> dict:
+    """The thresholds.json of an evaluation output, checked to be for these classes."""
+    path = Path(evaluation_dir) / THRESHOLDS_FILE
+    table = read_thresholds(path)
+    theirs, ours = [row["name"] for row in table["classes"]], list(class_names)
+    if theirs != ours:
+        raise ThresholdsError(
+            f"{path} holds thresholds for the classes {theirs}, the model has {ours}: give the "
+            "evaluation of this model"
+        )
     return table
 
 
