@@ -61,6 +61,24 @@ class DemoResult:
     elapsed_s: float
 
 
+def thresholds_summary(thresholds_path: Path, metrics: dict) -> str:
+    """The calibrated score thresholds and the test F1 they give, against 0.5 for every class."""
+    from cvat_kfp.components.inference.thresholds import read_thresholds
+
+    rows = read_thresholds(thresholds_path)["classes"]
+    parts = [
+        f"{row['name']} {row['threshold']:.2f}" + ("" if row["calibrated"] else " (default)")
+        for row in rows
+    ]
+    text = "score thresholds (calibrated on the val split): " + ", ".join(parts) + "\n"
+    if "mean_F1_calibrated" in metrics:
+        text += (
+            f"test mean F1 (box IoU .5): {metrics['mean_F1_calibrated']:.3f} at those "
+            f"thresholds, {metrics['mean_F1_at_0.5']:.3f} at 0.5 for every class\n"
+        )
+    return text
+
+
 def make_demo_export(work_dir: Path, num_images: int, seed: int) -> Path:
     """A synthetic CVAT COCO 1.0 export (zip) of shapes with polygon masks, made once."""
     from cvat_kfp.components.common.synthetic import make_shapes_dataset
@@ -123,6 +141,8 @@ def run_demo(
     if "mask_AP" in metrics:
         summary += f", mask mAP: {metrics['mask_AP']:.3f}"
     console.write(f"\n{summary}\n")
+    thresholds = run.find("evaluation", "evaluate-model") / "thresholds.json"
+    console.write(thresholds_summary(thresholds, metrics))
     console.write(f"exported model: {exported}\n")
     console.write(f"evaluation report: {run.find('report', 'evaluate-model')}\n")
     console.write(f"demo finished in {elapsed / 60:.1f} min\n")
