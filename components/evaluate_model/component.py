@@ -38,8 +38,9 @@ def evaluate_model(
             for other tools; export-model takes the thresholds from it.
         confusion_matrix: Predicted vs true class of every ground-truth object (one extra
             "background" row and column for missed objects and false detections). Per image,
-            detections with score >= score_threshold, best first, each take the unmatched
-            object they overlap most at box IoU >= iou_threshold, whatever the class.
+            detections at or above their class's score threshold (see score_threshold), best
+            first, each take the unmatched object they overlap most at box IoU >= iou_threshold,
+            whatever the class.
         ap_table: Per-class AP, AP50 and AP75 (and mask AP), as a Markdown table.
         report: A self-contained HTML page: precision-recall curves per class, the score
             thresholds, and a grid of test images with ground truth and predictions drawn.
