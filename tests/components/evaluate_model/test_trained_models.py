@@ -21,7 +21,9 @@ def check_consistency(result, output_dir, score_threshold):
     ground_truth = json.loads((output_dir / "ground_truth.json").read_text())
     detections = json.loads((output_dir / "detections.json").read_text())
     gt_counts = [sum(a["category_id"] == k for a in ground_truth["annotations"]) for k in (1, 2, 3)]
-    confident = [d for d in detections if d["score"] >= score_threshold]
+    if not isinstance(score_threshold, dict):  # one for all, or class id -> threshold
+        score_threshold = dict.fromkeys((1, 2, 3), score_threshold)
+    confident = [d for d in detections if d["score"] >= score_threshold[d["category_id"]]]
     matrix = result.confusion_matrix
     assert result.class_names == [*CLASSES, "background"]
     assert [sum(row) for row in matrix[:3]] == gt_counts  # each object found once or missed
@@ -47,7 +49,7 @@ def test_a_trained_retinanet(tiny_retinanet, tmp_path):
         log=logged.append,
     )
 
-    assert list(result.metrics) == list(STAT_NAMES)
+    assert list(result.metrics) == [*STAT_NAMES, "mean_F1_at_0.5"]
     assert result.metrics["AP50"] >= result.metrics["AP"] >= 0.2  # val AP ~0.45 after training
     detections = check_consistency(result, tmp_path, 0.3)
     assert detections and all("segmentation" not in d for d in detections)
@@ -63,7 +65,26 @@ def test_a_trained_maskrcnn(tiny_maskrcnn, tmp_path):
         max_report_images=4, log=lambda message: None,
     )  # fmt: skip
 
-    assert list(result.metrics) == [*STAT_NAMES, *(f"mask_{name}" for name in STAT_NAMES)]
+    masks = [f"mask_{name}" for name in STAT_NAMES]
+    assert list(result.metrics) == [*STAT_NAMES, *masks, "mean_F1_at_0.5"]
     detections = check_consistency(result, tmp_path, 0.05)
     assert all(d["segmentation"]["size"] == [192, 256] for d in detections)
     assert "mask AP" in result.ap_table_markdown
+
+
+def test_a_trained_retinanet_with_thresholds_calibrated_on_val(tiny_retinanet, tmp_path):
+    result = evaluate_model_dir(
+        tiny_retinanet, tiny_retinanet.parent / "test", tmp_path, max_report_images=4,
+        log=lambda message: None, val_dir=tiny_retinanet.parent / "val",
+    )  # fmt: skip
+
+    table = json.loads((tmp_path / "thresholds.json").read_text())
+    assert [row["name"] for row in table["classes"]] == CLASSES and table["split"] == "val"
+    calibrated = [row for row in table["classes"] if row["calibrated"]]
+    assert calibrated  # the tiny RetinaNet finds some val objects
+    for row in calibrated:
+        assert 0.0 < row["threshold"] < 1.0 and 0.0 < row["f1"] <= 1.0
+    thresholds = {row["id"]: row["threshold"] for row in table["classes"]}
+    check_consistency(result, tmp_path, thresholds)  # the matrix counts each class's threshold
+    assert result.metrics["mean_F1_calibrated"] >= 0.0
+    assert "calibrated on the val split" in result.report_html
