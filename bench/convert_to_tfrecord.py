@@ -189,10 +189,12 @@ def child_main(args: list[str]) -> None:
     cpu_start = cpu_seconds()
     start = time.perf_counter()
     if which == "ours":
-        from cvat_kfp.components.convert_to_tfrecord.convert import convert_dataset
+        from cvat_kfp.components.convert_to_tfrecord.convert import run_convert_to_tfrecord
 
         dataset_dir, output_dir, workers = rest
-        result = convert_dataset(dataset_dir, output_dir, "train", num_workers=int(workers))
+        result = run_convert_to_tfrecord(
+            dataset_dir, output_dir, split_name="train", num_workers=int(workers)
+        )
         out = {"num_examples": result.num_examples, "num_instances": result.num_instances,
                "num_shards": result.num_shards}  # fmt: skip
     else:

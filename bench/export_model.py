@@ -80,7 +80,7 @@ def export(model_dir: Path, target: Path, overrides: dict | None, tflite: bool) 
     """The SavedModel (and model.tflite) as export-model writes them, into `target`."""
     import shutil
 
-    from cvat_kfp.components.export_model.export import save_serving_module
+    from cvat_kfp.components.export_model.exporter import save_serving_module
     from cvat_kfp.components.inference.tflite import export_tflite
     from cvat_kfp.components.inference.trained import load_serving_module
 

@@ -42,13 +42,13 @@ def run_parts(run_dir: Path) -> tuple[Path, Path, Path]:
 
 
 def evaluate_run(run_dir: Path, out_dir: Path) -> dict:
-    from cvat_kfp.components.evaluate_model.evaluate import evaluate_model_dir
+    from cvat_kfp.components.evaluate_model.evaluate import run_evaluate_model
 
     model, val, test = run_parts(run_dir)
-    result = evaluate_model_dir(model, test, out_dir, val_dir=val, max_report_images=0,
-                                log=lambda message: None)  # fmt: skip
-    thresholds = json.loads((out_dir / "thresholds.json").read_text())
-    saved = json.loads((out_dir / "metrics.json").read_text())
+    result = run_evaluate_model(model, test, out_dir / "evaluation", out_dir / "ap_table.md",
+                                out_dir / "report.html", val, max_report_images=4)  # fmt: skip
+    thresholds = json.loads((out_dir / "evaluation" / "thresholds.json").read_text())
+    saved = json.loads((out_dir / "evaluation" / "metrics.json").read_text())
     return {"metrics": result.metrics, "thresholds": thresholds,
             "test": saved["score_thresholds_f1"]}  # fmt: skip
 

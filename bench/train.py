@@ -66,14 +66,14 @@ def cached_tfrecords(data_root: Path, num_images: int, width: int, height: int) 
     if (tfrecords / "manifest.json").is_file():
         return tfrecords
     from cvat_kfp.components.common.synthetic import make_shapes_dataset
-    from cvat_kfp.components.convert_to_tfrecord.convert import convert_dataset
+    from cvat_kfp.components.convert_to_tfrecord.convert import run_convert_to_tfrecord
 
     shutil.rmtree(out_dir, ignore_errors=True)
     print(f"generating {num_images} shapes images ({width}x{height}) in {out_dir} ...", flush=True)
     dataset = make_shapes_dataset(
         out_dir / "dataset", num_images=num_images, image_size=(width, height), seed=0
     )
-    convert_dataset(dataset, tfrecords, "train", num_workers=1)
+    run_convert_to_tfrecord(dataset, tfrecords, split_name="train", num_workers=1)
     return tfrecords
 
 

@@ -5,7 +5,8 @@ when the cluster wants one, only from the environment: `KFP_TOKEN` (e.g. `export
 KFP_TOKEN=$(gcloud auth print-access-token)` or a ServiceAccount token), never from a flag, so it
 stays out of shell history and process lists. Each call compiles the pipeline afresh (with the
 component image of this version, or `CVAT_KFP_IMAGE` / `CVAT_KFP_GPU_IMAGE`), so what is sent is
-what the code says; the arguments are checked against the pipeline first.
+what the code says; the arguments are checked against the pipeline first, and a training
+pipeline's `hyperparameters` are parsed as its training step will parse them.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from cvat_kfp.pipelines import parameters, registry
+from cvat_kfp.pipelines.parameters import ParameterError
 
 TOKEN_ENV = "KFP_TOKEN"
 HOST_ENV = "KF_PIPELINES_ENDPOINT"
@@ -121,6 +123,7 @@ def submit(
     `enable_caching` None keeps the pipeline's own choices (data stages cached, training not).
     """
     checked = parameters.check_arguments(pipeline_name, arguments)
+    check_hyperparameters(pipeline_name, checked)
     host = resolve_host(host)
     client = connect(host, namespace)
     run_name = run_name or f"{pipeline_name} {time.strftime('%Y-%m-%d %H:%M:%S')}"
@@ -139,6 +142,30 @@ def submit(
             raise ClusterError(_explain(host, error)) from None
     run_id = result.run_id
     return Submitted(run_id, result.run_info.experiment_id, f"{host}/#/runs/details/{run_id}")
+
+
+def check_hyperparameters(pipeline_name: str, arguments: Mapping[str, Any]) -> None:
+    """Parse the `hyperparameters` argument (or default) for the run's preset, as train-tfod and
+    train-maskrcnn will: a mistake is a ParameterError now, not a failed step after the data
+    stages ran on the cluster. Pipelines without the parameter pass."""
+    from cvat_kfp.components.training.hyperparameters import (
+        HyperparameterError,
+        parse_hyperparameters,
+    )
+    from cvat_kfp.components.training.presets import PresetError, get_preset
+
+    declared = parameters.pipeline_parameters(pipeline_name)
+    if "hyperparameters" not in declared or "preset" not in declared:
+        return
+    try:
+        preset = get_preset(arguments.get("preset", declared["preset"].default))
+    except PresetError as error:
+        raise ParameterError(f"--param preset: {error}") from None
+    text = arguments.get("hyperparameters", declared["hyperparameters"].default)
+    try:
+        parse_hyperparameters(text, preset)
+    except HyperparameterError as error:
+        raise ParameterError(f"--param hyperparameters (preset {preset.name!r}): {error}") from None
 
 
 def upload(

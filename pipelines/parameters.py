@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from cvat_kfp.components.common.report import markdown_cell
 from cvat_kfp.pipelines import registry
 
 TRUE_WORDS = ("true", "yes", "1", "on")
@@ -142,6 +143,6 @@ def describe(pipeline_name: str) -> str:
     rows = ["| parameter | type | default | meaning |", "|---|---|---|---|"]
     for parameter in pipeline_parameters(pipeline_name).values():
         default = json.dumps(parameter.default) if parameter.default != "" else '""'
-        description = parameter.description.replace("|", "\\|").replace("\n", " ")
+        description = markdown_cell(parameter.description)
         rows.append(f"| `{parameter.name}` | {parameter.type_name} | `{default}` | {description} |")
     return "\n".join(rows) + "\n"

@@ -1,6 +1,7 @@
 """Fixtures shared by every test: the third-party test data beside the repo, and small datasets."""
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,27 @@ def shared_test_data() -> Path:
     if not SHARED_TEST_DATA.is_dir():
         pytest.skip(f"third-party test data not found at {SHARED_TEST_DATA}")
     return SHARED_TEST_DATA
+
+
+@pytest.fixture()
+def temp_dir(tmp_path, monkeypatch) -> Path:
+    """An empty folder that is the process's temp directory (TMPDIR) for one test."""
+    folder = tmp_path / "tmpdir"
+    folder.mkdir()
+    monkeypatch.setenv("TMPDIR", str(folder))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # gettempdir() reads TMPDIR again
+    return folder
+
+
+@pytest.fixture()
+def kfp_local(tmp_path) -> Path:
+    """kfp.local as the suite runs components: subprocesses in this venv (our package importable),
+    outputs under the returned pipeline root."""
+    from kfp import local
+
+    root = tmp_path / "root"
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
+    return root
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cvat_kfp.components.common.synthetic import make_shapes_dataset
-from cvat_kfp.components.convert_to_tfrecord.convert import convert_dataset
+from cvat_kfp.components.convert_to_tfrecord.convert import run_convert_to_tfrecord
 
 CLASSES = ("circle", "square", "triangle")
 IMAGE_SIZE = (256, 192)  # width, height: not square, so box and mask scaling is exercised
@@ -45,7 +45,7 @@ def make_split_tfrecords(root: Path, split: str, num_images: int, seed: int) -> 
         max_shapes=2,
         seed=seed,
     )
-    convert_dataset(dataset, root / split, split, num_workers=1)
+    run_convert_to_tfrecord(dataset, root / split, split_name=split, num_workers=1)
     return root / split
 
 
@@ -63,12 +63,11 @@ def train_tiny_model(root: Path, preset: str = "retinanet-mobilenetv2-light") ->
     }
     model_dir = root / "model"
     run_training(
+        splits["train"],
+        splits["val"],
+        model_dir,
         component=COMPONENTS[preset],
         preset=preset,
         hyperparameters=HYPERPARAMETERS[preset],
-        train_dir=splits["train"],
-        val_dir=splits["val"],
-        model_dir=model_dir,
-        log=lambda message: None,
     )
     return model_dir

@@ -302,7 +302,14 @@ def _gcs_client(emulator_host: str | None):
         project = os.environ.get("GOOGLE_CLOUD_PROJECT") or "cvat-kfp-emulator"
         return storage.Client(project=project, credentials=AnonymousCredentials())
     # No project is needed for object operations; credentials come from the environment.
-    return storage.Client(project=os.environ.get("GOOGLE_CLOUD_PROJECT"))
+    from google.auth.exceptions import DefaultCredentialsError
+
+    try:
+        return storage.Client(project=os.environ.get("GOOGLE_CLOUD_PROJECT"))
+    except DefaultCredentialsError:
+        # None at all (an on-prem, MinIO or S3 cluster): public objects, such as Model Garden's
+        # checkpoints, still read anonymously; anything else is refused with GCS_CREDENTIALS_HELP.
+        return storage.Client.create_anonymous_client()
 
 
 def _split_gs(uri: str) -> tuple[str, str]:

@@ -34,24 +34,16 @@ def convert_to_tfrecord(
             rotated image, as CVAT shows it), "ignore" (drawn on the stored pixels) or "refuse".
         num_workers: Worker processes; 0 = one per CPU available to the pod.
     """
-    import shutil
-    from pathlib import Path
+    from cvat_kfp.components.convert_to_tfrecord.convert import run_convert_to_tfrecord
 
-    from cvat_kfp.components.common.report import REPORT_MARKDOWN
-    from cvat_kfp.components.convert_to_tfrecord.convert import convert_dataset
-
-    try:
-        result = convert_dataset(
-            dataset.path,
-            tfrecords.path,
-            split_name,
-            shard_size_bytes=shard_size_mb * 1024 * 1024,
-            include_masks=include_masks,
-            exif_policy=exif_policy,
-            num_workers=num_workers or None,
-        )
-    finally:
-        rendered = Path(tfrecords.path) / REPORT_MARKDOWN
-        if rendered.is_file():
-            shutil.copyfile(rendered, report.path)
-    tfrecords.metadata.update(result.metadata())
+    result = run_convert_to_tfrecord(
+        dataset.path,
+        tfrecords.path,
+        report.path,
+        split_name=split_name,
+        shard_size_bytes=shard_size_mb * 1024 * 1024,
+        include_masks=include_masks,
+        exif_policy=exif_policy,
+        num_workers=num_workers,
+    )
+    tfrecords.metadata.update(result.metadata["tfrecords"])

@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import pickle
 import re
+import shutil
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from ..common.dataset import Dataset, DatasetError
 from ..common.label_map import CSV_FILE, JSON_FILE, PBTXT_FILE
-from ..common.report import Report
+from ..common.report import REPORT_MARKDOWN, Report
 from ..common.tfrecords import MANIFEST_FILE, write_manifest
 from .example import STAGE, ImageResult, ImageTask, build_image_record, has_segmentation
 from .images import EXIF_POLICIES
@@ -33,8 +34,8 @@ CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 SPLIT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
-@dataclass
-class ConvertResult:
+@dataclass(frozen=True)
+class ConvertToTfrecordResult:
     split_name: str
     num_examples: int
     num_instances: int
@@ -43,14 +44,10 @@ class ConvertResult:
     report: Report
     has_masks: bool = False
     class_names: list[str] = field(default_factory=list)
+    metadata: dict[str, dict] = field(init=False)  # keyed by the face's output: tfrecords
 
-    @property
-    def file_pattern(self) -> str:
-        return f"{self.split_name}-*-of-{self.num_shards:05d}.tfrecord"
-
-    def metadata(self) -> dict:
-        """For the KFP artifact metadata."""
-        return {
+    def __post_init__(self):
+        tfrecords = {
             "split": self.split_name,
             "num_examples": self.num_examples,
             "num_instances": self.num_instances,
@@ -60,9 +57,45 @@ class ConvertResult:
             "class_names": list(self.class_names),
             "file_pattern": self.file_pattern,
         }
+        object.__setattr__(self, "metadata", {"tfrecords": tfrecords})
+
+    @property
+    def file_pattern(self) -> str:
+        return f"{self.split_name}-*-of-{self.num_shards:05d}.tfrecord"
 
 
-def convert_dataset(
+def run_convert_to_tfrecord(
+    dataset_dir: str | Path,
+    tfrecords_dir: str | Path,
+    report_path: str | Path | None = None,
+    *,
+    split_name: str = "train",
+    shard_size_bytes: int = DEFAULT_SHARD_SIZE_BYTES,
+    include_masks: bool = True,
+    exif_policy: str = "apply",
+    num_workers: int | None = None,
+) -> ConvertToTfrecordResult:
+    """Write the Dataset at `dataset_dir` as TFRecord shards into `tfrecords_dir` (see
+    _convert_dataset); the report's Markdown also goes to `report_path` when given, whether the
+    conversion succeeded or refused its input."""
+    try:
+        return _convert_dataset(
+            dataset_dir,
+            tfrecords_dir,
+            split_name,
+            shard_size_bytes=shard_size_bytes,
+            include_masks=include_masks,
+            exif_policy=exif_policy,
+            num_workers=num_workers,
+        )
+    finally:
+        rendered = Path(tfrecords_dir) / REPORT_MARKDOWN
+        if report_path is not None and rendered.is_file():
+            Path(report_path).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(rendered, report_path)
+
+
+def _convert_dataset(
     dataset_dir: str | Path,
     output_dir: str | Path,
     split_name: str = "train",
@@ -71,7 +104,7 @@ def convert_dataset(
     include_masks: bool = True,
     exif_policy: str = "apply",
     num_workers: int | None = None,
-) -> ConvertResult:
+) -> ConvertToTfrecordResult:
     """Write the Dataset at `dataset_dir` as TFRecord shards into `output_dir`.
 
     Raises ReportError, after saving the report into `output_dir`, when anything was refused;
@@ -118,7 +151,7 @@ def convert_dataset(
         report.note("empty-split", f"the dataset has no images: {split_name} has no examples")
     label_map.save(output_dir)
     report.save(output_dir)
-    result = ConvertResult(
+    result = ConvertToTfrecordResult(
         split_name,
         num_examples,
         num_instances,
@@ -169,9 +202,9 @@ def _load_dataset(dataset_dir, output_dir: Path, report: Report) -> Dataset:
         raise
 
 
-def _write_manifest(output_dir: Path, result: ConvertResult, shards: list[Shard]) -> None:
+def _write_manifest(output_dir: Path, result: ConvertToTfrecordResult, shards: list[Shard]):
     manifest = {
-        **result.metadata(),
+        **result.metadata["tfrecords"],
         "shards": [
             {"file": s.path.name, "num_examples": s.num_examples, "num_bytes": s.num_bytes}
             for s in shards

@@ -1,6 +1,6 @@
 """TFRecord shards sized by bytes that look finished only at the end.
 
-TensorFlow is imported in a background thread once the writer is made (convert_dataset makes it
+TensorFlow is imported in a background thread once the writer is made (the conversion makes it
 after parsing the annotations, so the JSON parse's peak and TensorFlow's ~800 MB are never
 resident together); the import takes seconds, during which the workers go on with the images.
 """

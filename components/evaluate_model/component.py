@@ -55,22 +55,21 @@ def evaluate_model(
             confusion matrix.
         max_report_images: How many test images the report draws.
     """
-    from cvat_kfp.components.evaluate_model.evaluate import evaluate_model_dir
+    from cvat_kfp.components.evaluate_model.evaluate import run_evaluate_model
 
-    result = evaluate_model_dir(
-        model_dir=model.path,
-        test_dir=test_tfrecords.path,
-        output_dir=evaluation.path,
+    result = run_evaluate_model(
+        model.path,
+        test_tfrecords.path,
+        evaluation.path,
+        ap_table_path=ap_table.path,
+        report_path=report.path,
+        val_tfrecords_dir=val_tfrecords.path if val_tfrecords is not None else None,
         checkpoint=checkpoint,
         score_threshold=score_threshold,
-        val_dir=val_tfrecords.path if val_tfrecords is not None else None,
         iou_threshold=iou_threshold,
         max_report_images=max_report_images,
     )
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)
+    evaluation.metadata.update(result.metadata["evaluation"])
     confusion_matrix.log_confusion_matrix(result.class_names, result.confusion_matrix)
-    with open(ap_table.path, "w", encoding="utf-8") as out:
-        out.write(result.ap_table_markdown)
-    with open(report.path, "w", encoding="utf-8") as out:
-        out.write(result.report_html)

@@ -1,9 +1,9 @@
 """evaluate-model: COCO metrics, per-class AP, confusion matrix and report on a test split.
 
-`evaluate_model_dir` loads the model (a trained Model or an exported model) through
+`run_evaluate_model` loads the model (a trained Model or an exported model) through
 `load_predictor`; `evaluate` does the work with any Predictor, so tests can give it fakes.
 
-Outputs (the `output_dir`, the component's `evaluation` artifact):
+Outputs (the `evaluation_dir`, the component's `evaluation` artifact):
 - detections.json: every detection in COCO results form (pixel [x, y, w, h] boxes; compressed
   RLE masks with str counts for mask models), all scores (COCO AP ranks them all); boxes to
   1/1000 pixel and scores to 5 decimals there, the metrics computed on the unrounded values;
@@ -24,6 +24,7 @@ Metrics keep COCO's -1 for "no ground-truth object of that size" (see coco_eval.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -53,6 +54,7 @@ from .thresholds import (
 )
 
 Log = Callable[[str], None]
+logger = logging.getLogger(__name__)
 
 DETECTIONS_FILE = "detections.json"
 GROUND_TRUTH_FILE = "ground_truth.json"
@@ -81,47 +83,60 @@ class ImagePredictions:
     masks: list[dict] | None  # compressed RLEs, or None for a box model
 
 
-@dataclass
-class EvaluationResult:
+@dataclass(frozen=True)
+class EvaluateModelResult:
     metrics: dict[str, float]  # AP ... ARl, and mask_AP ... mask_ARl for mask models; -1: n/a
     class_names: list[str]  # the confusion matrix's categories: the label map's, then background
     confusion_matrix: list[list[int]]  # rows true, columns predicted
-    ap_table_markdown: str
-    report_html: str
     per_class: list[dict] = field(default_factory=list)
     num_images: int = 0
     num_objects: int = 0
     num_detections: int = 0
+    metadata: dict[str, dict] = field(init=False)  # keyed by the face's output: evaluation
+
+    def __post_init__(self):
+        counts = {
+            "num_images": self.num_images,
+            "num_objects": self.num_objects,
+            "num_detections": self.num_detections,
+        }
+        object.__setattr__(self, "metadata", {"evaluation": counts})
 
 
-def evaluate_model_dir(
+def run_evaluate_model(
     model_dir: str | os.PathLike,
-    test_dir: str | os.PathLike,
-    output_dir: str | os.PathLike,
+    test_tfrecords_dir: str | os.PathLike,
+    evaluation_dir: str | os.PathLike,
+    ap_table_path: str | os.PathLike,
+    report_path: str | os.PathLike,
+    val_tfrecords_dir: str | os.PathLike | None = None,
+    *,
     checkpoint: str = "best",
     score_threshold: float = CALIBRATED,
     iou_threshold: float = 0.5,
     max_report_images: int = 24,
-    log: Log = print,
-    val_dir: str | os.PathLike | None = None,
-) -> EvaluationResult:
-    """Evaluate the model in `model_dir` (trained or exported) on the TFRecords in `test_dir`,
-    its score thresholds calibrated on those in `val_dir` when given."""
+) -> EvaluateModelResult:
+    """Evaluate the model in `model_dir` (trained or exported) on the TFRecords in
+    `test_tfrecords_dir`: the files above into `evaluation_dir`, the per-class AP table
+    (Markdown) to `ap_table_path`, the HTML report to `report_path`; the score thresholds
+    calibrated on the TFRecords in `val_tfrecords_dir` when given."""
     from ..inference.predictor import load_predictor
 
     _check_arguments(score_threshold, iou_threshold, max_report_images)
-    split = load_split(test_dir)  # before the model: a bad split fails in a second
-    val = load_split(val_dir) if val_dir is not None else None
+    split = load_split(test_tfrecords_dir)  # before the model: a bad split fails in a second
+    val = load_split(val_tfrecords_dir) if val_tfrecords_dir is not None else None
     predictor = load_predictor(model_dir, checkpoint=checkpoint)
     return evaluate(
         predictor,
         split,
-        output_dir,
+        evaluation_dir,
         val=val,
+        ap_table_path=ap_table_path,
+        report_path=report_path,
         score_threshold=score_threshold,
         iou_threshold=iou_threshold,
         max_report_images=max_report_images,
-        log=log,
+        log=logger.info,
     )
 
 
@@ -131,13 +146,16 @@ def evaluate(
     output_dir: str | os.PathLike,
     *,
     val: Split | str | os.PathLike | None = None,
+    ap_table_path: str | os.PathLike | None = None,
+    report_path: str | os.PathLike | None = None,
     score_threshold: float = CALIBRATED,
     iou_threshold: float = 0.5,
     max_report_images: int = 24,
     log: Log = print,
-) -> EvaluationResult:
-    """Run `predictor` (components/inference Predictor) on every test image and evaluate; with
-    a `val` split, on every val image too, to calibrate the score thresholds."""
+) -> EvaluateModelResult:
+    """Run `predictor` (components/inference Predictor) on every test image and evaluate, with a
+    `val` split on every val image too, to calibrate the score thresholds; the AP table and the
+    HTML report go to `ap_table_path` and `report_path` when given."""
     _check_arguments(score_threshold, iou_threshold, max_report_images)
     split = test if isinstance(test, Split) else load_split(test)
     check_label_maps(predictor.label_map, split.label_map, split.directory)
@@ -217,16 +235,18 @@ def evaluate(
         },
     )
     write_thresholds(output_dir / THRESHOLDS_FILE, calibration)
+    for path, text in ((ap_table_path, ap_table), (report_path, report)):
+        if path is not None:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(text, encoding="utf-8")
     for evaluation in evaluations:
         log(f"COCO {evaluation.iou_type} evaluation:\n{evaluation.summary.rstrip()}")
     log(summary_line(metrics, len(detections)))
     log(f1_line(score_f1, val is not None))
-    return EvaluationResult(
+    return EvaluateModelResult(
         metrics=metrics,
         class_names=categories,
         confusion_matrix=matrix,
-        ap_table_markdown=ap_table,
-        report_html=report,
         per_class=per_class,
         num_images=len(split.images),
         num_objects=split.num_objects,
@@ -580,8 +600,8 @@ __all__ = [
     "CALIBRATED",
     "STAT_NAMES",
     "EvaluationError",
-    "EvaluationResult",
+    "EvaluateModelResult",
     "check_label_maps",
     "evaluate",
-    "evaluate_model_dir",
+    "run_evaluate_model",
 ]

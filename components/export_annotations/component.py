@@ -44,29 +44,19 @@ def export_annotations(
         skip_bad_images: Skip (and count) missing, corrupt or mis-sized images instead of
             failing the run.
     """
-    import shutil
-    import tempfile
-    from pathlib import Path
+    from cvat_kfp.components.export_annotations.export import run_export_annotations
 
-    from cvat_kfp.components.common.report import REPORT_MARKDOWN
-    from cvat_kfp.components.export_annotations.export import export_annotations as export
-
-    report_dir = Path(tempfile.mkdtemp(prefix="report-"))
-    try:
-        result = export(
-            dataset.path,
-            source=source,
-            format_name=annotation_format,
-            cvat_url=cvat_url,
-            task_ids=task_ids,
-            project_ids=project_ids,
-            job_ids=job_ids,
-            completed_jobs_only=completed_jobs_only,
-            group_by_task=group_by_task,
-            skip_bad_images=skip_bad_images,
-            report_dir=report_dir,
-        )
-    finally:
-        if (report_dir / REPORT_MARKDOWN).is_file():
-            shutil.copyfile(report_dir / REPORT_MARKDOWN, report.path)
-    dataset.metadata.update(result.metadata())
+    result = run_export_annotations(
+        dataset.path,
+        report.path,
+        source=source,
+        annotation_format=annotation_format,
+        cvat_url=cvat_url,
+        task_ids=task_ids,
+        project_ids=project_ids,
+        job_ids=job_ids,
+        completed_jobs_only=completed_jobs_only,
+        group_by_task=group_by_task,
+        skip_bad_images=skip_bad_images,
+    )
+    dataset.metadata.update(result.metadata["dataset"])

@@ -17,15 +17,13 @@ from .builder import STAGE, DatasetBuilder
 from .formats import AUTO, read_export
 
 
-@dataclass
-class ExportResult:
+@dataclass(frozen=True)
+class ExportAnnotationsResult:
     dataset: Dataset
     report: Report
-    format_name: str
-    sources: list[str]
-
-    def metadata(self) -> dict:
-        return {**self.dataset.metadata(), "format": self.format_name, "sources": self.sources}
+    format_name: str  # the format the export was read as
+    sources: list[str]  # where it came from, secrets redacted
+    metadata: dict[str, dict]  # keyed by the face's output: dataset
 
 
 def parse_ids(ids: str | list | tuple | None, what: str) -> list[int]:
@@ -44,11 +42,12 @@ def parse_ids(ids: str | list | tuple | None, what: str) -> list[int]:
     return parsed
 
 
-def export_annotations(
-    output_dir: str | Path,
+def run_export_annotations(
+    dataset_dir: str | Path,
+    report_path: str | Path,
     *,
     source: str = "",
-    format_name: str = AUTO,
+    annotation_format: str = AUTO,
     cvat_url: str = "",
     task_ids=(),
     project_ids=(),
@@ -56,13 +55,14 @@ def export_annotations(
     completed_jobs_only: bool = False,
     group_by_task: bool = False,
     skip_bad_images: bool = False,
-    work_dir: str | Path | None = None,
-    report_dir: str | Path | None = None,
-) -> ExportResult:
-    """Read an export (`source`) or pull one from a CVAT server (`cvat_url` + ids) into a Dataset.
+) -> ExportAnnotationsResult:
+    """Read an export (`source`) or pull one from a CVAT server (`cvat_url` + ids) into the Dataset
+    directory `dataset_dir`.
 
-    The report (report.json/.md/.html) is saved to `report_dir` (default: `output_dir`) also when
-    the export is refused; then ReportError says what was refused and where.
+    The report is saved into `dataset_dir` (report.json/.md/.html) and as Markdown to
+    `report_path`, also when the export is refused; then ReportError says what was refused and
+    where. Downloads and extracted archives live in a scratch folder under the system temp
+    directory, removed when the run ends.
     """
     task_ids = parse_ids(task_ids, "task_ids")
     project_ids = parse_ids(project_ids, "project_ids")
@@ -87,8 +87,7 @@ def export_annotations(
 
     report = Report(STAGE)
     builder = DatasetBuilder(report)
-    report_dir = Path(report_dir or output_dir)
-    with tempfile.TemporaryDirectory(dir=work_dir, prefix="cvat-export-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="cvat-export-") as scratch:
         scratch = Path(scratch)
         try:
             if from_server:
@@ -101,15 +100,21 @@ def export_annotations(
                     group_by_task=group_by_task,
                 )
             else:
-                format_name, sources = _read_source(builder, scratch, source, format_name)
-            dataset = builder.build(output_dir, skip_bad_images=skip_bad_images)
+                format_name, sources = _read_source(builder, scratch, source, annotation_format)
+            dataset = builder.build(dataset_dir, skip_bad_images=skip_bad_images)
         except ReportError:
-            report.save(report_dir)
+            _save_report(report, dataset_dir, report_path)
             raise
-    report.save(report_dir)
-    if Path(report_dir) != Path(output_dir):
-        report.save(output_dir)  # the Dataset carries its own report
-    return ExportResult(dataset, report, format_name, sources)
+    _save_report(report, dataset_dir, report_path)
+    metadata = {**dataset.metadata(), "format": format_name, "sources": sources}
+    return ExportAnnotationsResult(dataset, report, format_name, sources, {"dataset": metadata})
+
+
+def _save_report(report: Report, dataset_dir: str | Path, report_path: str | Path) -> None:
+    report.save(dataset_dir)  # the Dataset carries its own report
+    report_path = Path(report_path)
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    report_path.write_text(report.to_markdown(), encoding="utf-8")
 
 
 def _read_source(builder, scratch: Path, source: str, format_name: str):

@@ -1,4 +1,4 @@
-"""KFP face of export-model; the work is in export.py."""
+"""KFP face of export-model; the work is in exporter.py."""
 
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Markdown, Metrics, Model, Output
@@ -40,17 +40,16 @@ def export_model(
         destination_uri: Optional gs:// URI or path to copy the export to as well; the copy is
             complete before it becomes visible (a _SUCCESS marker written last).
     """
-    from cvat_kfp.components.export_model.export import export_model_dir
+    from cvat_kfp.components.export_model.exporter import run_export_model
 
-    result = export_model_dir(
-        model_dir=model.path,
-        output_dir=exported_model.path,
+    result = run_export_model(
+        model.path,
+        exported_model.path,
+        model_card.path,
+        evaluation.path if evaluation is not None else None,
+        test_metrics=dict(test_metrics.metadata) if test_metrics is not None else None,
         checkpoint=checkpoint,
         tflite=tflite,
         destination_uri=destination_uri,
-        test_metrics=dict(test_metrics.metadata) if test_metrics is not None else None,
-        evaluation_dir=evaluation.path if evaluation is not None else None,
     )
-    exported_model.metadata.update(result.metadata)
-    with open(model_card.path, "w", encoding="utf-8") as out:
-        out.write(result.model_card_markdown)
+    exported_model.metadata.update(result.metadata["exported_model"])

@@ -42,12 +42,14 @@ def split_dataset(
         keep_cvat_subsets: Keep the Train/Validation/Test subsets the CVAT export carries;
             images without one are split by the fractions.
     """
-    from cvat_kfp.components.split_dataset.split import split_dataset_dir
+    from cvat_kfp.components.split_dataset.split import run_split_dataset
 
-    result = split_dataset_dir(
+    result = run_split_dataset(
         dataset.path,
-        {"train": train.path, "val": val.path, "test": test.path},
-        summary.path,
+        train.path,
+        val.path,
+        test.path,
+        summary_path=summary.path,
         train_fraction=train_fraction,
         val_fraction=val_fraction,
         test_fraction=test_fraction,
@@ -56,5 +58,4 @@ def split_dataset(
         keep_cvat_subsets=keep_cvat_subsets,
     )
     for name, artifact in (("train", train), ("val", val), ("test", test)):
-        artifact.metadata.update(result.datasets[name].metadata())
-        artifact.metadata["split"] = name
+        artifact.metadata.update(result.metadata[name])

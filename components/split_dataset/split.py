@@ -40,8 +40,9 @@ FREE_SUBSETS = ("", "default")  # CVAT's "no subset": split these images by the 
 
 
 @dataclass
-class SplitResult:
-    """The three split Datasets (always all three), the Markdown summary, and what it says."""
+class DatasetSplit:
+    """A Dataset split in memory: the three split Datasets (always all three), the Markdown
+    summary, and what it says."""
 
     datasets: dict[str, Dataset]
     summary_markdown: str
@@ -116,7 +117,7 @@ def split_dataset(
     seed: int = 0,
     stratify: bool = True,
     keep_cvat_subsets: bool = False,
-) -> SplitResult:
+) -> DatasetSplit:
     """Split `dataset` into train/val/test Datasets that keep all its categories and its order.
 
     Raises ValueError for fractions outside [0, 1] or summing above 1, for fewer groups than
@@ -140,7 +141,7 @@ def split_dataset(
     notes += _missing_class_notes(dataset, datasets, units, stratify)
     params = {"seed": seed, "stratify": stratify, "keep_cvat_subsets": keep_cvat_subsets}
     messages = [message for _, message in notes]
-    return SplitResult(
+    return DatasetSplit(
         datasets=datasets,
         summary_markdown=_summary_markdown(
             dataset, datasets, unassigned, units, fractions, targets, params, messages
@@ -163,29 +164,46 @@ def split_dataset(
     )
 
 
-def split_dataset_dir(
-    dataset_dir: str | Path,
-    output_dirs: dict[str, str | Path],
-    summary_path: str | Path | None = None,
-    **params,
-) -> SplitResult:
-    """Load the Dataset in `dataset_dir`, split it, save each split to `output_dirs[split]`.
+@dataclass(frozen=True)
+class SplitDatasetResult:
+    """What run_split_dataset saved, for the face: artifact metadata and what was not honoured."""
 
-    `output_dirs` maps split names ("train", "val", "test") to directories; a split not named
-    there is not saved. `params` are split_dataset's keyword arguments.
-    """
-    unknown = sorted(set(output_dirs) - set(SPLITS))
-    if unknown:
-        raise ValueError(f"output_dirs names unknown split(s) {unknown}; splits are {SPLITS}")
-    result = split_dataset(Dataset.load(dataset_dir), **params)
-    for name in SPLITS:
-        if name in output_dirs:
-            result.datasets[name].save(output_dirs[name])
-    if summary_path is not None:
-        summary_path = Path(summary_path)
-        summary_path.parent.mkdir(parents=True, exist_ok=True)
-        summary_path.write_text(result.summary_markdown, encoding="utf-8")
-    return result
+    metadata: dict[str, dict]  # keyed by the face's outputs: train, val, test
+    notes: list[str]  # everything that could not be honoured, as in the summary
+    targets: dict[str, int]  # target images per split (and UNASSIGNED when fractions sum < 1)
+
+
+def run_split_dataset(
+    dataset_dir: str | Path,
+    train_dir: str | Path,
+    val_dir: str | Path,
+    test_dir: str | Path,
+    summary_path: str | Path,
+    *,
+    train_fraction: float = 0.8,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+    stratify: bool = True,
+    keep_cvat_subsets: bool = False,
+) -> SplitDatasetResult:
+    """Load the Dataset in `dataset_dir`, split it (see split_dataset), save each split to its
+    directory and the Markdown summary to `summary_path`."""
+    split = split_dataset(
+        Dataset.load(dataset_dir),
+        train_fraction,
+        val_fraction,
+        test_fraction,
+        seed=seed,
+        stratify=stratify,
+        keep_cvat_subsets=keep_cvat_subsets,
+    )
+    for name, directory in zip(SPLITS, (train_dir, val_dir, test_dir)):
+        split.datasets[name].save(directory)
+    summary_path = Path(summary_path)
+    summary_path.parent.mkdir(parents=True, exist_ok=True)
+    summary_path.write_text(split.summary_markdown, encoding="utf-8")
+    return SplitDatasetResult(metadata=split.metadata, notes=split.notes, targets=split.targets)
 
 
 # --- parameters and units -------------------------------------------------------------------

@@ -49,16 +49,16 @@ def train_tfod(
     from cvat_kfp.components.training.run import run_training
 
     result = run_training(
+        train_tfrecords.path,
+        val_tfrecords.path,
+        model.path,
         component="train_tfod",
         preset=preset,
         hyperparameters=hyperparameters,
-        train_dir=train_tfrecords.path,
-        val_dir=val_tfrecords.path,
-        model_dir=model.path,
         checkpoint_uri=checkpoint_uri,
         init_model_dir=init_model.path if init_model is not None else None,
         pretrained_checkpoint_uri=pretrained_checkpoint_uri,
     )
-    model.metadata.update(result.metadata)
+    model.metadata.update(result.metadata["model"])
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)

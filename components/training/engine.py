@@ -20,9 +20,9 @@ Controller; this module adds what a pipeline step needs around them:
 
 from __future__ import annotations
 
-import copy
 import glob
 import json
+import logging
 import math
 import statistics
 import time
@@ -50,7 +50,15 @@ from .checkpoints import (
 )
 from .experiment import effective_config_yaml
 from .hyperparameters import TrainingStage, stage_at
-from .strategy import configure_runtime, create_strategy, plan_devices, set_precision_policy
+from .strategy import (
+    CPU_DTYPE,
+    DeviceError,
+    DevicePlan,
+    create_strategy,
+    plan_devices,
+    runtime_settings,
+    set_precision_policy,
+)
 
 TRAIN_SUMMARY_DIR = "train"
 BEST_INFO_FILE = "info.json"  # Model Garden's BestCheckpointExporter writes it into best/
@@ -60,6 +68,20 @@ COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 STAGE_4_STRIDE = 16
 
 Log = Callable[[str], None]
+
+
+class _DropOrbitsLoggedCopies(logging.Filter):
+    """orbit's Controller both prints each progress line and logs it through absl at INFO, so a
+    component log showed each twice (bare, and again through the KFP executor's root handler):
+    keep the print, which is also the one copy seen where no handler is configured. absl records
+    the line under the Controller method that called orbit's `_log`, hence the match by file."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from_controller = record.pathname == orbit.controller.__file__
+        return not (from_controller and record.levelno == logging.INFO)
+
+
+logging.getLogger("absl").addFilter(_DropOrbitsLoggedCopies())
 
 
 class TrainingInputError(ValueError):
@@ -177,8 +199,7 @@ def train(
     checkpoint_interval: int | None = None,
     eval_interval: int | None = None,
     keep_checkpoints: int = 3,
-    num_clones: int | None = None,
-    gpus: Sequence[str] | None = None,
+    devices: DevicePlan | None = None,
     loss_guard: LossGuard | None = None,
     stages: Sequence[TrainingStage] = (),
     log: Log = print,
@@ -189,17 +210,19 @@ def train(
     `durable_uri` (a path or gs:// URI) when given; evaluation on the val split runs every
     `eval_interval` steps and at the end (both default to the config's trainer intervals).
     `stages` is Mask R-CNN's staged schedule (`Hyperparameters.stages`): what trains when.
-    `num_clones` is the GPU count to use (None: all visible; `gpus` overrides what is visible,
-    for tests). Raises TrainingInputError before building anything when the data cannot train,
-    DivergedLossError when the loss diverges.
+    `devices` is the plan the config was built for (experiment.build_experiment_config sets its
+    runtime; default: the config's runtime.num_gpus of the visible GPUs). Raises
+    TrainingInputError before building anything when the data cannot train, DeviceError when the
+    config's runtime does not fit the devices, DivergedLossError when the loss diverges.
     """
     model_dir = Path(model_dir)
     label_map = label_map if isinstance(label_map, LabelMap) else LabelMap(tuple(label_map))
-    plan = plan_devices(num_clones, gpus)
+    plan = devices or plan_devices(config.runtime.num_gpus)
     intervals = _intervals(config, checkpoint_interval, eval_interval, has_validation(config))
     intervals = replace(intervals, stage_starts=tuple(stage.first_step for stage in stages))
-    config = effective_config(config, intervals, keep_checkpoints, plan, log)
+    config = effective_config(config, intervals, keep_checkpoints)
     check_training_inputs(config, label_map, log)
+    check_runtime(config, plan)
     durable = DurableCheckpoints(durable_uri, keep_checkpoints, log) if durable_uri else None
     if durable:
         _check_same_model(durable, config)
@@ -230,15 +253,36 @@ def train(
     return run.finish(config_path, start_step)
 
 
-def effective_config(config, intervals: Intervals, keep_checkpoints: int, plan, log: Log):
-    """A copy of `config` with what this run does: devices, intervals, checkpoints kept."""
-    config = copy.deepcopy(config)
-    configure_runtime(config, plan, log)
-    trainer = config.trainer
-    trainer.checkpoint_interval = intervals.checkpoint
-    trainer.validation_interval = intervals.evaluation
-    trainer.max_to_keep = keep_checkpoints
+def effective_config(config, intervals: Intervals, keep_checkpoints: int):
+    """A locked copy of `config` with what this call does: intervals, checkpoints kept."""
+    trainer = {
+        "checkpoint_interval": intervals.checkpoint,
+        "validation_interval": intervals.evaluation,
+        "max_to_keep": keep_checkpoints,
+    }
+    config = config.replace(trainer=trainer)
+    config.lock()
     return config
+
+
+def check_runtime(config, plan: DevicePlan) -> None:
+    """The config's runtime must be the one build_experiment_config sets for `plan`."""
+    runtime = config.runtime
+    expected = runtime_settings(plan)
+    mismatched = [
+        f"{name} {getattr(runtime, name)!r} (expected {expected[name]!r})"
+        for name in ("num_gpus", "distribution_strategy")
+        if getattr(runtime, name) != expected[name]
+    ]
+    if not plan.on_gpu and (runtime.mixed_precision_dtype or CPU_DTYPE) != CPU_DTYPE:
+        mismatched.append(f"mixed_precision_dtype {runtime.mixed_precision_dtype!r} on CPU")
+    if not plan.on_gpu and runtime.enable_xla:
+        mismatched.append("enable_xla on CPU")
+    if mismatched:
+        raise DeviceError(
+            f"the config's runtime does not fit {plan.describe()}: {', '.join(mismatched)}. "
+            "Build it with experiment.build_experiment_config(devices=...) for these devices."
+        )
 
 
 def best_dir(config, model_dir: Path) -> Path | None:

@@ -2,15 +2,18 @@
 
 The tf-models-official wheel ships no experiment YAML files, so the config starts from the
 registered experiment (`exp_factory.get_exp_config(preset.experiment)`) and is overridden, in
-order: the preset's architecture, the run (data, classes, sizes, schedule, runtime), then the
-user's `model_garden_overrides`, strictly. Traps of the registered COCO configs that this undoes:
-gs:// input paths, annotation files and init checkpoints; bfloat16 and XLA (TPU settings); 91
-classes; a 100-instance cap per image.
+order: the preset's architecture, the run (data, classes, sizes, schedule, runtime for the
+planned devices), then the user's `model_garden_overrides`, strictly, then what the devices
+impose (float32 without XLA on CPU) and the initial weights. Then it is validated once and locked:
+this module is the config's one writer, and the engine trains it as built. Traps of the
+registered COCO configs that this undoes: gs:// input paths, annotation files and init
+checkpoints; bfloat16 and XLA (TPU settings); 91 classes; a 100-instance cap per image.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import official.vision.registry_imports  # noqa: F401  (registers the vision experiments)
@@ -20,10 +23,14 @@ from official.core import config_definitions, exp_factory
 from .checkpoints import BEST_DIR
 from .hyperparameters import HyperparameterError, Hyperparameters
 from .presets import Preset, get_preset
+from .strategy import DevicePlan, configure_runtime, input_dtype, runtime_settings
 
 ExperimentConfig = config_definitions.ExperimentConfig
+CPU = DevicePlan()
+Log = Callable[[str], None]
 
 CHECKPOINT_MODULES = ("all", "backbone", "decoder")
+DEFAULT_CHECKPOINT_MODULES = "backbone"
 MAX_STEPS_PER_LOOP = 100  # metrics (and Model Garden's NaN check) at least this often
 MAX_CHECKPOINTS_KEPT = 3
 MAX_INSTANCES_PER_IMAGE = 200  # Model Garden's 100 silently drops boxes of crowded CVAT frames
@@ -46,11 +53,11 @@ def build_experiment_config(
     model_dir: str = "",
     include_masks: bool,
     init_checkpoint: str | None = None,
-    init_checkpoint_modules: str | list[str] = "backbone",
-    on_gpu: bool = False,
-    num_replicas: int = 1,
+    init_checkpoint_modules: str | list[str] | None = None,
+    devices: DevicePlan = CPU,
+    log: Log = print,
 ) -> ExperimentConfig:
-    """The validated ExperimentConfig for training `preset` with `hp`.
+    """The validated, locked ExperimentConfig for training `preset` with `hp` on `devices`.
 
     Args:
       train_pattern, val_pattern: TFRecord file patterns (`.../train-*-of-*.tfrecord`); no val
@@ -62,38 +69,81 @@ def build_experiment_config(
       include_masks: whether the TFRecords hold instance masks (manifest `has_masks`). Mask
         R-CNN presets need them; detection presets ignore them.
       init_checkpoint, init_checkpoint_modules: weights to start from ("all", or "backbone"
-        and/or "decoder").
-      on_gpu, num_replicas: float16 mixed precision on GPU (float32 on CPU), XLA off; one
-        device, or MirroredStrategy over `num_replicas` GPUs. `batch_size` is split among them.
+        and/or "decoder"; default "backbone"). They win over model_garden_overrides.
+      devices: strategy.plan_devices' plan. float16 mixed precision on GPU (float32 on CPU,
+        whatever model_garden_overrides say, with a `log` line), XLA off; one device, or
+        MirroredStrategy over its GPUs. `batch_size` is split among them.
 
-    Raises ExperimentConfigError for unusable arguments, HyperparameterError for
-    model_garden_overrides Model Garden rejects.
+    The same as draft_experiment_config, then finish_experiment_config. Raises
+    ExperimentConfigError for unusable arguments, HyperparameterError for model_garden_overrides
+    Model Garden rejects.
     """
-    preset = get_preset(preset) if isinstance(preset, str) else preset
-    _check_arguments(preset, hp, train_pattern, num_classes, include_masks, on_gpu, num_replicas)
-    modules = checkpoint_modules(init_checkpoint_modules)
+    draft = draft_experiment_config(
+        preset,
+        hp,
+        train_pattern=train_pattern,
+        val_pattern=val_pattern,
+        num_classes=num_classes,
+        model_dir=model_dir,
+        include_masks=include_masks,
+        devices=devices,
+        log=log,
+    )
+    return finish_experiment_config(draft, init_checkpoint, init_checkpoint_modules)
 
+
+def draft_experiment_config(
+    preset: Preset | str,
+    hp: Hyperparameters,
+    *,
+    train_pattern: str,
+    val_pattern: str | None,
+    num_classes: int,
+    model_dir: str = "",
+    include_masks: bool,
+    devices: DevicePlan = CPU,
+    log: Log = print,
+) -> ExperimentConfig:
+    """build_experiment_config's config before its initial weights: everything else set, not yet
+    validated. A run reads its task.model to choose the weights (a parent model's fit), then
+    hands it to finish_experiment_config; nothing else writes to it."""
+    preset = get_preset(preset) if isinstance(preset, str) else preset
+    _check_arguments(preset, hp, train_pattern, num_classes, include_masks, devices)
     config = exp_factory.get_exp_config(preset.experiment)
     config.override({"task": {"model": preset.model_overrides()}}, is_strict=True)
     config.override(
         {
-            "task": task_overrides(
-                preset, hp, train_pattern, val_pattern, num_classes, num_replicas, on_gpu
-            ),
+            "task": task_overrides(preset, hp, train_pattern, val_pattern, num_classes, devices),
             "trainer": trainer_overrides(preset, hp, has_validation=bool(val_pattern)),
-            "runtime": runtime_overrides(on_gpu, num_replicas),
+            "runtime": runtime_settings(devices),
         },
         is_strict=True,
     )
-    config.task.init_checkpoint = init_checkpoint or None
-    config.task.init_checkpoint_modules = modules
     apply_model_garden_overrides(config, hp.model_garden_overrides)
-    check_input_size(config)
-    _validate(config)
+    configure_runtime(config, devices, log)
     return config
 
 
-def _check_arguments(preset, hp, train_pattern, num_classes, include_masks, on_gpu, replicas):
+def finish_experiment_config(
+    draft: ExperimentConfig,
+    init_checkpoint: str | None = None,
+    init_checkpoint_modules: str | list[str] | None = None,
+) -> ExperimentConfig:
+    """`draft` with its initial weights (given ones win over model_garden_overrides of
+    task.init_checkpoint*), checked and locked: Model Garden then refuses override() on it."""
+    if init_checkpoint:
+        draft.task.init_checkpoint = init_checkpoint
+        modules = init_checkpoint_modules or DEFAULT_CHECKPOINT_MODULES
+        draft.task.init_checkpoint_modules = checkpoint_modules(modules)
+    elif init_checkpoint_modules is not None:
+        draft.task.init_checkpoint_modules = checkpoint_modules(init_checkpoint_modules)
+    check_input_size(draft)
+    _validate(draft)
+    draft.lock()
+    return draft
+
+
+def _check_arguments(preset, hp, train_pattern, num_classes, include_masks, devices):
     if preset.include_mask and not include_masks:
         raise ExperimentConfigError(
             f"preset {preset.name!r} learns instance masks, but the training TFRecords have none "
@@ -109,10 +159,7 @@ def _check_arguments(preset, hp, train_pattern, num_classes, include_masks, on_g
         raise ExperimentConfigError("train_pattern is empty: give the training TFRecords pattern")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ExperimentConfigError(f"num_classes must be at least 1, got {num_classes!r}")
-    if replicas < 1 or (replicas > 1 and not on_gpu):
-        raise ExperimentConfigError(
-            f"num_replicas must be 1 on CPU and at least 1 on GPU, got {replicas}"
-        )
+    replicas = max(1, devices.num_gpus)
     if hp.batch_size % replicas:
         raise HyperparameterError(
             f"batch_size {hp.batch_size} does not split evenly over {replicas} GPUs (num_clones):"
@@ -135,28 +182,30 @@ def checkpoint_modules(modules: str | list[str]) -> str | list[str]:
 # --- task -----------------------------------------------------------------------------------
 
 
-def task_overrides(preset, hp, train_pattern, val_pattern, num_classes, replicas, on_gpu) -> dict:
+def task_overrides(preset, hp, train_pattern, val_pattern, num_classes, devices) -> dict:
     size = hp.image_size
     return {
         "annotation_file": None,  # the COCO evaluator then reads groundtruth from the val data
+        "init_checkpoint": None,  # the COCO configs' gs:// ImageNet backbone
+        "init_checkpoint_modules": DEFAULT_CHECKPOINT_MODULES,
         "model": {
             "num_classes": num_classes + 1,
             "input_size": [size, size, 3],
-            "norm_activation": {"use_sync_bn": replicas > 1},
+            "norm_activation": {"use_sync_bn": devices.num_gpus > 1},
         },
-        "train_data": data_overrides(train_pattern, hp, on_gpu, is_training=True),
-        "validation_data": data_overrides(val_pattern or "", hp, on_gpu, is_training=False),
+        "train_data": data_overrides(train_pattern, hp, devices, is_training=True),
+        "validation_data": data_overrides(val_pattern or "", hp, devices, is_training=False),
     }
 
 
-def data_overrides(pattern: str, hp: Hyperparameters, on_gpu: bool, *, is_training: bool):
+def data_overrides(pattern: str, hp: Hyperparameters, devices: DevicePlan, *, is_training: bool):
     scale_min, scale_max = SCALE_JITTER if is_training else (1.0, 1.0)
     return {
         "input_path": pattern,
         "is_training": is_training,
         "global_batch_size": hp.batch_size,
         "drop_remainder": is_training,  # evaluate every val image, the last batch short
-        "dtype": "float16" if on_gpu else "float32",
+        "dtype": input_dtype(devices),
         "shuffle_buffer_size": SHUFFLE_BUFFER_EXAMPLES,
         "seed": hp.seed,
         "decoder": {"type": "simple_decoder", "simple_decoder": {"regenerate_source_id": False}},
@@ -235,24 +284,6 @@ def warmup_config(hp: Hyperparameters) -> dict:
         return {"type": None}
     linear = {"warmup_steps": hp.warmup_steps, "warmup_learning_rate": hp.warmup_learning_rate}
     return {"type": "linear", "linear": linear}
-
-
-# --- runtime --------------------------------------------------------------------------------
-
-
-def runtime_overrides(on_gpu: bool, num_replicas: int) -> dict:
-    """float16 mixed precision on GPU only; XLA off (TPU settings of the COCO configs)."""
-    if not on_gpu:
-        strategy = "off"
-    else:
-        strategy = "one_device" if num_replicas == 1 else "mirrored"
-    return {
-        "distribution_strategy": strategy,
-        "num_gpus": num_replicas if on_gpu else 0,
-        "mixed_precision_dtype": "float16" if on_gpu else "float32",
-        "loss_scale": "dynamic" if on_gpu else None,
-        "enable_xla": False,
-    }
 
 
 # --- the user's overrides and the final checks ----------------------------------------------

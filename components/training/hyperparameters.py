@@ -3,7 +3,8 @@
 Input is YAML (`key: value` lines; empty means all defaults: nothing is required). Onepanel's older
 `key=value` lines are read too, and dashes may stand for underscores (`num-steps`), as Onepanel's
 workflows accepted both. An unknown key, a wrong type or a value out of range is an error that
-names the key, the value and what is expected.
+names the key, the value and what is expected; so is a YAML alias (`*name`), which could expand a
+few lines into billions of values.
 
 Keys (defaults come from the preset; see presets.py):
 
@@ -315,7 +316,20 @@ def load_mapping(source: str | Mapping[str, Any] | None) -> dict[Any, Any]:
 
 
 class UniqueKeyLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, except that a key given twice is an error (PyYAML keeps the last)."""
+    """PyYAML's safe loader, except that a key given twice is an error (PyYAML keeps the last)
+    and an alias (`*name`) is refused: each one repeats a whole node, so ten lines of aliases
+    of aliases expand to billions of values (a "billion laughs" document)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise HyperparameterError(
+                f"hyperparameters use the YAML alias *{event.anchor} (line "
+                f"{event.start_mark.line + 1}): aliases and anchors are not accepted, as each "
+                "alias repeats a whole section and a few of them can expand to billions of "
+                "values. Write the values out instead."
+            )
+        return super().compose_node(parent, index)
 
     def construct_mapping(self, node, deep=False):
         seen = set()
@@ -350,7 +364,7 @@ def read_key_value_lines(text: str) -> dict[str, Any] | None:
         if key in pairs:
             raise HyperparameterError(f"{key!r} is given twice")
         try:
-            pairs[key] = yaml.safe_load(value) if value else None
+            pairs[key] = yaml.load(value, Loader=UniqueKeyLoader) if value else None
         except yaml.YAMLError:
             pairs[key] = value
     return pairs or None

@@ -19,10 +19,12 @@ DETECTION = "detection"
 INSTANCE_SEGMENTATION = "instance_segmentation"
 COMPONENT_FOR_TASK = {DETECTION: "train_tfod", INSTANCE_SEGMENTATION: "train_maskrcnn"}
 
-RESNET50_IMAGENET = "gs://cloud-tpu-checkpoints/vision-2.0/resnet50_imagenet/ckpt-28080"
+# Model Garden's published ImageNet classifiers (official/vision/MODEL_GARDEN.md), over https so
+# that clusters without Google credentials (on-prem, MinIO, S3) fetch them too
 RESNET_IMAGENET = (
     "https://storage.googleapis.com/tf_model_garden/vision/resnet/resnet-{}-i224.tar.gz"
 )
+RESNET50_IMAGENET = RESNET_IMAGENET.format(50)
 MOBILENETV2_RETINANET_COCO = (
     "https://storage.googleapis.com/tf_model_garden/vision/qat/mobilenetv2_ssd_coco/"
     "mobilenetv2_ssd_i256_ckpt.tar.gz"
@@ -154,7 +156,7 @@ CPU_INTERVALS = {"checkpoint_interval": 100, "eval_interval": 500}
 
 
 def _faster_rcnn(name, depth, *, batch_size, learning_rate, notes, **model) -> Preset:
-    checkpoint = RESNET50_IMAGENET if depth == 50 else RESNET_IMAGENET.format(depth)
+    checkpoint = RESNET_IMAGENET.format(depth)
     return Preset(
         name=name,
         task=DETECTION,

@@ -29,6 +29,7 @@ the engine's checkpoint manager calls Model Garden's initialization only when it
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Callable
@@ -45,10 +46,10 @@ from ..common.label_map import JSON_FILE, LabelMap, LabelMapError
 from . import engine
 from .checkpoints import MODEL_METADATA_FILE, checkpoint_step
 from .engine import BEST_INFO_FILE, CONFIG_FILE, TrainingInputError, TrainResult
-from .experiment import build_experiment_config, checkpoint_modules
+from .experiment import draft_experiment_config, finish_experiment_config
 from .hyperparameters import Hyperparameters, parse_hyperparameters
 from .presets import Preset, get_preset
-from .strategy import plan_devices
+from .strategy import DevicePlan, plan_devices
 
 METADATA_FILE = MODEL_METADATA_FILE
 PRESET_CHECKPOINT = "preset"  # pretrained_checkpoint_uri naming the preset's published checkpoint
@@ -60,6 +61,7 @@ HEAD_SECTIONS = ("head", "rpn_head", "detection_head", "mask_head", "include_mas
 LINEAGE_KEYS = ("split", "num_examples", "num_instances", "num_shards", "has_masks", "source")
 
 Log = Callable[[str], None]
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,8 @@ class RunPlan:
     component: str
     preset: Preset
     hp: Hyperparameters
-    config: Any  # Model Garden ExperimentConfig
+    devices: DevicePlan
+    config: Any  # Model Garden ExperimentConfig, built for `devices`, locked
     train: TFRecordsInput
     val: TFRecordsInput | None
     initial_weights: InitialWeights | None
@@ -128,28 +131,28 @@ class RunPlan:
         return self.train.label_map
 
 
-@dataclass
-class RunResult:
+@dataclass(frozen=True)
+class TrainingResult:
     train: TrainResult
-    metrics: dict[str, float]  # flat, for a KFP Metrics artifact
-    metadata: dict[str, Any]  # for the KFP Model artifact; also model.json
+    metrics: dict[str, float]  # flat, for the KFP Metrics output
+    metadata: dict[str, dict]  # keyed by the face's output: model (also model.json)
 
 
 def run_training(
+    train_tfrecords_dir: str | os.PathLike,
+    val_tfrecords_dir: str | os.PathLike | None,
+    model_dir: str | os.PathLike,
     *,
     component: str,
     preset: str,
     hyperparameters: str,
-    train_dir: str | os.PathLike,
-    val_dir: str | os.PathLike | None,
-    model_dir: str | os.PathLike,
     checkpoint_uri: str = "",
     init_model_dir: str | os.PathLike | None = None,
     pretrained_checkpoint_uri: str = "",
-    log: Log = print,
-) -> RunResult:
+) -> TrainingResult:
     """Train `preset` (a preset of `component`: "train_tfod" or "train_maskrcnn") on the TFRecords
-    artifacts `train_dir` and `val_dir` into the Model artifact directory `model_dir`.
+    artifacts `train_tfrecords_dir` and `val_tfrecords_dir` into the Model artifact directory
+    `model_dir`. Progress goes to this module's logger.
 
     `checkpoint_uri` is the durable checkpoint location (a local or mounted path, or gs://): the run
     mirrors its checkpoints there and resumes from the newest one. Empty: checkpoints stay in
@@ -162,15 +165,15 @@ def run_training(
             component=component,
             preset=preset,
             hyperparameters=hyperparameters,
-            train_dir=train_dir,
-            val_dir=val_dir,
+            train_dir=train_tfrecords_dir,
+            val_dir=val_tfrecords_dir,
             init_model_dir=init_model_dir,
             pretrained_checkpoint_uri=pretrained_checkpoint_uri,
             scratch=Path(scratch),
-            log=log,
+            log=logger.info,
         )
         if not checkpoint_uri:
-            log(
+            logger.info(
                 "no checkpoint_uri: checkpoints stay in the Model artifact only, so a restarted "
                 "pod starts over from step 0. Give a mounted path or gs:// URI to resume instead."
             )
@@ -179,14 +182,14 @@ def run_training(
             model_dir=model_dir,
             label_map=plan.label_map,
             durable_uri=checkpoint_uri or None,
-            num_clones=plan.hp.num_clones,
+            devices=plan.devices,
             stages=plan.hp.stages,
-            log=log,
+            log=logger.info,
         )
     metrics = flat_metrics(result)
     metadata = model_metadata(plan, result, checkpoint_uri)
     (model_dir / METADATA_FILE).write_text(json.dumps(metadata, indent=1) + "\n", encoding="utf-8")
-    return RunResult(train=result, metrics=metrics, metadata=metadata)
+    return TrainingResult(train=result, metrics=metrics, metadata={"model": metadata})
 
 
 def plan_run(
@@ -209,18 +212,18 @@ def plan_run(
     if val:
         check_same_classes(train, val)
     devices = plan_devices(hp.num_clones)
-    config = build_experiment_config(
+    draft = draft_experiment_config(
         chosen,
         hp,
         train_pattern=train.pattern,
         val_pattern=val.pattern if val else None,
         num_classes=len(train.label_map),
         include_masks=train.has_masks,
-        on_gpu=devices.on_gpu,
-        num_replicas=max(1, devices.num_gpus),
+        devices=devices,
+        log=log,
     )
     weights = initial_weights(
-        config,
+        draft,
         chosen,
         hp,
         train.label_map,
@@ -229,10 +232,9 @@ def plan_run(
         scratch=scratch,
         log=log,
     )
-    if weights:
-        config.task.init_checkpoint = weights.checkpoint
-        config.task.init_checkpoint_modules = checkpoint_modules(weights.modules)
-    return RunPlan(component, chosen, hp, config, train, val, weights)
+    checkpoint, modules = (weights.checkpoint, weights.modules) if weights else (None, None)
+    config = finish_experiment_config(draft, checkpoint, modules)
+    return RunPlan(component, chosen, hp, devices, config, train, val, weights)
 
 
 # --- the TFRecords artifacts ----------------------------------------------------------------

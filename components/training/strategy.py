@@ -1,20 +1,32 @@
 """Where training runs: the GPUs to use, the tf.distribute strategy, precision and XLA.
 
 MirroredStrategy across the GPUs in use when there are two or more, OneDeviceStrategy for one,
-TensorFlow's default strategy on CPU. Mixed precision and XLA are GPU-only: on CPU they are slow
-or unsupported, so a config asking for them is overridden (with a log line).
+TensorFlow's default strategy on CPU. float16 mixed precision on GPU; mixed precision and XLA are
+GPU-only: on CPU they are slow or unsupported, so a config asking for them is overridden (with a
+log line). experiment.build_experiment_config applies both, once, for the plan of a run.
+
+GPU runs need an NVIDIA driver of MIN_DRIVER_VERSION or newer: plan_devices refuses an older one.
 """
 
 from __future__ import annotations
 
+import ctypes
+import shutil
+import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 CPU_DTYPE = "float32"
+GPU_DTYPE = "float16"
+# TensorFlow 2.20's CUDA 12.5 wheels. An older driver runs CUDA 12 only through minor-version
+# compatibility, which cannot JIT-compile PTX; this TensorFlow build ships no SASS for Hopper
+# (H100/H200), so its kernels there exist only as PTX and fail to load.
+MIN_DRIVER_VERSION = 555  # the driver's major version (CUDA 12.5's branch)
+DRIVER_QUERY_TIMEOUT_S = 20
 
 
 class DeviceError(ValueError):
-    """The requested GPUs are not there."""
+    """The requested GPUs are not there, or their driver is too old."""
 
 
 @dataclass(frozen=True)
@@ -51,14 +63,20 @@ def visible_gpus() -> list[str]:
     return [f"/gpu:{index}" for index, _ in enumerate(tf.config.list_physical_devices("GPU"))]
 
 
-def plan_devices(num_clones: int | None = None, gpus: Sequence[str] | None = None) -> DevicePlan:
+def plan_devices(
+    num_clones: int | None = None,
+    gpus: Sequence[str] | None = None,
+    driver_version: Callable[[], str | None] | None = None,
+) -> DevicePlan:
     """Use `num_clones` GPUs (Onepanel's name for the GPU count), or all visible ones when None.
 
-    `gpus` are the visible GPUs (default: asked from TensorFlow; tests pass a list).
+    `gpus` are the visible GPUs (default: asked from TensorFlow; tests pass a list), and
+    `driver_version` reads the NVIDIA driver's version (default: NVML, else nvidia-smi). A plan
+    with GPUs whose driver is older than MIN_DRIVER_VERSION raises DeviceError.
     """
     gpus = list(visible_gpus() if gpus is None else gpus)
     if num_clones is None:
-        return DevicePlan(tuple(gpus))
+        return _checked(DevicePlan(tuple(gpus)), driver_version)
     if isinstance(num_clones, bool) or not isinstance(num_clones, int) or num_clones < 0:
         raise DeviceError(f"num_clones must be a whole number of GPUs >= 0, got {num_clones!r}")
     if num_clones > len(gpus):
@@ -67,7 +85,81 @@ def plan_devices(num_clones: int | None = None, gpus: Sequence[str] | None = Non
             f"{' (' + ', '.join(gpus) + ')' if gpus else ''}. Ask for at most {len(gpus)} "
             "(0 trains on CPU), or request more GPUs for the pod (the pipeline's GPU limit)."
         )
-    return DevicePlan(tuple(gpus[:num_clones]))
+    return _checked(DevicePlan(tuple(gpus[:num_clones])), driver_version)
+
+
+def _checked(plan: DevicePlan, driver_version: Callable[[], str | None] | None) -> DevicePlan:
+    if plan.on_gpu:
+        check_driver_version((driver_version or nvidia_driver_version)())
+    return plan
+
+
+def check_driver_version(version: str | None) -> None:
+    """Raise DeviceError when the NVIDIA driver `version` ("550.54.15") is below the floor.
+
+    None (no NVML, no nvidia-smi: the version cannot be read) passes: TensorFlow then reports
+    what it finds itself.
+    """
+    if version is None:
+        return
+    found = _version_tuple(version)
+    if found is None or found >= (MIN_DRIVER_VERSION,):
+        return
+    floor = MIN_DRIVER_VERSION
+    raise DeviceError(
+        f"the node's NVIDIA driver is {version}, but training on GPU needs driver {floor} or "
+        "newer: TensorFlow's CUDA 12.5 runs on an older driver only through CUDA's minor-version "
+        "compatibility, which cannot JIT-compile PTX, and on H100/H200 GPUs this TensorFlow build "
+        f"has only PTX kernels. Run on nodes with driver >= {floor} (upgrade the driver, or pick "
+        "such nodes with the pipeline's node_selector), or set num_clones: 0 to train on CPU."
+    )
+
+
+def _version_tuple(version: str) -> tuple[int, ...] | None:
+    try:
+        return tuple(int(part) for part in version.strip().split("."))
+    except ValueError:
+        return None
+
+
+def nvidia_driver_version() -> str | None:
+    """The NVIDIA driver's version from NVML (libnvidia-ml, which the container runtime mounts
+    with the `utility` capability), else from nvidia-smi; None when neither is there."""
+    return _nvml_driver_version() or _nvidia_smi_driver_version()
+
+
+def _nvml_driver_version() -> str | None:
+    try:
+        nvml = ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        return None
+    if nvml.nvmlInit_v2() != 0:
+        return None
+    try:
+        buffer = ctypes.create_string_buffer(96)
+        if nvml.nvmlSystemGetDriverVersion(buffer, ctypes.c_uint(len(buffer))) != 0:
+            return None
+        return buffer.value.decode("ascii", "replace") or None
+    finally:
+        nvml.nvmlShutdown()
+
+
+def _nvidia_smi_driver_version() -> str | None:
+    nvidia_smi = shutil.which("nvidia-smi")
+    if nvidia_smi is None:
+        return None
+    try:
+        done = subprocess.run(
+            [nvidia_smi, "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=DRIVER_QUERY_TIMEOUT_S,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    lines = done.stdout.split()
+    return lines[0] if done.returncode == 0 and lines else None
 
 
 def create_strategy(plan: DevicePlan):
@@ -81,8 +173,28 @@ def create_strategy(plan: DevicePlan):
     return tf.distribute.get_strategy()
 
 
+def runtime_settings(plan: DevicePlan) -> dict:
+    """`runtime` of a config for `plan`: float16 mixed precision on GPU only; XLA off (the COCO
+    configs' TPU settings)."""
+    return {
+        "distribution_strategy": plan.strategy_name,
+        "num_gpus": plan.num_gpus,
+        "mixed_precision_dtype": GPU_DTYPE if plan.on_gpu else CPU_DTYPE,
+        "loss_scale": "dynamic" if plan.on_gpu else None,
+        "enable_xla": False,
+    }
+
+
+def input_dtype(plan: DevicePlan) -> str:
+    """The dtype the input pipeline feeds the model: the mixed-precision compute dtype on GPU."""
+    return GPU_DTYPE if plan.on_gpu else CPU_DTYPE
+
+
 def configure_runtime(config, plan: DevicePlan, log: Callable[[str], None] = print) -> None:
-    """Make `config.runtime` (and the input dtypes) match the plan: CPU means float32, no XLA."""
+    """Make `config.runtime` (and the input dtypes) match the plan: CPU means float32, no XLA.
+
+    Applied after the user's model_garden_overrides: on GPU these may change the precision and
+    XLA, on CPU they cannot."""
     runtime = config.runtime
     runtime.num_gpus = plan.num_gpus
     runtime.distribution_strategy = plan.strategy_name

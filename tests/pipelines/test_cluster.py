@@ -102,3 +102,28 @@ def test_no_host_says_where_to_give_one(monkeypatch, capsys):
     monkeypatch.delenv(cluster.HOST_ENV, raising=False)
     assert main(["submit", "tfod_training"]) == 1
     assert "--host" in capsys.readouterr().err
+
+
+def test_bad_hyperparameters_are_refused_before_contacting_the_cluster(kfp_server, capsys):
+    code = main([
+        "submit", "tfod_training", "--host", kfp_server.url,
+        "--param", "hyperparameters=num_stepz: 100",
+    ])  # fmt: skip
+
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--param hyperparameters (preset 'ssd-mobilenet-v2-coco'):" in err
+    assert "unknown hyperparameter 'num_stepz' (did you mean 'num_steps'?)" in err
+    assert kfp_server.state.requests == []
+
+
+def test_a_yaml_alias_in_hyperparameters_is_refused_before_contacting_the_cluster(kfp_server):
+    bomb = "model_garden_overrides:\n  a: &a [x, x]\n  b: [*a, *a]"
+    with pytest.raises(cluster.ParameterError, match=r"hyperparameters .*YAML alias \*a"):
+        cluster.submit(
+            "maskrcnn_training", {"hyperparameters": bomb, "preset": "maskrcnn"},
+            host=kfp_server.url,
+        )  # fmt: skip
+    with pytest.raises(cluster.ParameterError, match="--param preset: .*'no-such-model'"):
+        cluster.submit("maskrcnn_training", {"preset": "no-such-model"}, host=kfp_server.url)
+    assert kfp_server.state.requests == []

@@ -5,7 +5,7 @@ import zipfile
 
 from cvat_kfp.components.common.dataset import Dataset
 from cvat_kfp.components.common.synthetic import make_shapes_dataset
-from cvat_kfp.components.export_annotations.export import export_annotations
+from cvat_kfp.components.export_annotations.export import run_export_annotations
 from cvat_kfp.components.export_annotations.formats import detect_format
 from cvat_kfp.pipelines.cvat_export import write_cvat_coco_export
 
@@ -31,7 +31,7 @@ def test_export_annotations_reads_it_back_whole(tmp_path):
     dataset = make_shapes_dataset(tmp_path / "shapes", num_images=5, seed=2)
     archive = write_cvat_coco_export(dataset, tmp_path / "export.zip")
 
-    export_annotations(tmp_path / "out", source=str(archive))
+    run_export_annotations(tmp_path / "out", tmp_path / "report.md", source=str(archive))
 
     original, read_back = Dataset.load(dataset), Dataset.load(tmp_path / "out")
     assert read_back.metadata() == original.metadata()

@@ -4,7 +4,6 @@ import json
 from pathlib import Path
 
 import pytest
-from kfp import local
 
 from cvat_kfp.components.common.dataset import Dataset
 from cvat_kfp.components.common.synthetic import make_shapes_dataset
@@ -13,18 +12,12 @@ from cvat_kfp.pipelines.dataset_preparation import dataset_preparation
 pytestmark = pytest.mark.filterwarnings("ignore")
 
 
-@pytest.fixture()
-def local_runner(tmp_path):
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
-    yield tmp_path / "root"
-
-
 def _shard_examples(directory: Path) -> int:
     manifest = json.loads((directory / "manifest.json").read_text())
     return manifest["num_examples"]
 
 
-def test_dataset_preparation_runs_locally(local_runner, tmp_path):
+def test_dataset_preparation_runs_locally(kfp_local, tmp_path):
     source = make_shapes_dataset(tmp_path / "shapes", num_images=20, num_groups=5, seed=3)
 
     run = dataset_preparation(
@@ -43,7 +36,7 @@ def test_dataset_preparation_runs_locally(local_runner, tmp_path):
     assert all(n % 4 == 0 and n > 0 for n in examples.values()), examples
 
 
-def test_split_outputs_are_valid_datasets_and_cached_inputs_untouched(local_runner, tmp_path):
+def test_split_outputs_are_valid_datasets_and_cached_inputs_untouched(kfp_local, tmp_path):
     source = make_shapes_dataset(tmp_path / "shapes", num_images=10, seed=4)
     before = (source / "annotations.json").read_bytes()
 
@@ -53,13 +46,13 @@ def test_split_outputs_are_valid_datasets_and_cached_inputs_untouched(local_runn
     assert run.outputs["train"].metadata["num_examples"] >= 1
     exported = Dataset.load(run.outputs["dataset"].path)
     assert exported.metadata() == Dataset.load(source).metadata()
-    split_dirs = [p.parent for p in local_runner.rglob("annotations.json")]
+    split_dirs = [p.parent for p in kfp_local.rglob("annotations.json")]
     split_dirs = [d for d in split_dirs if d.name in ("train", "val", "test")]
     assert sorted(d.name for d in split_dirs) == ["test", "train", "val"]
     assert sum(len(Dataset.load(d).images) for d in split_dirs) == 10
 
 
-def test_a_refused_input_fails_the_run_with_the_reason_in_the_log(local_runner, tmp_path, capfd):
+def test_a_refused_input_fails_the_run_with_the_reason_in_the_log(kfp_local, tmp_path, capfd):
     source = make_shapes_dataset(tmp_path / "shapes", num_images=2, seed=5)
 
     with pytest.raises(RuntimeError):

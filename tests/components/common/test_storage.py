@@ -7,6 +7,7 @@ import time
 from pathlib import Path, PurePosixPath
 
 import pytest
+import requests
 
 from cvat_kfp.components.common import storage
 from cvat_kfp.components.common.storage import (
@@ -276,7 +277,9 @@ def test_gcs_file_and_folder_of_one_name_cannot_both_land_locally(gcs_emulator, 
         storage.download_directory("gs://bucket/d", tmp_path / "copy")
 
 
-def test_gcs_without_credentials_says_how_to_provide_them(monkeypatch):
+@pytest.fixture()
+def no_google_credentials(monkeypatch):
+    """google.auth finds no credentials (as on an on-prem, MinIO or S3 cluster)."""
     import google.auth
     from google.auth.exceptions import DefaultCredentialsError
 
@@ -286,11 +289,33 @@ def test_gcs_without_credentials_says_how_to_provide_them(monkeypatch):
     monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
     monkeypatch.setattr(google.auth, "default", no_credentials)
     storage._gcs_client.cache_clear()
-    try:
-        with pytest.raises(StorageError, match="GOOGLE_APPLICATION_CREDENTIALS.*workload identity"):
-            storage.is_file("gs://bucket/x")
-    finally:
-        storage._gcs_client.cache_clear()
+    yield
+    storage._gcs_client.cache_clear()
+
+
+def test_gcs_without_credentials_reads_public_objects_anonymously(
+    gcs_server, no_google_credentials, monkeypatch, tmp_path
+):
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_server)  # only to create the bucket
+    create_bucket("public")
+    storage.upload_file(write_tree(tmp_path / "src") / "a.txt", "gs://public/ckpt/a.txt")
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST")
+    storage._gcs_client.cache_clear()
+    # the emulator as if it were storage.googleapis.com: the client authenticates as there
+    monkeypatch.setenv("API_ENDPOINT_OVERRIDE", gcs_server)
+    assert storage.list_files("gs://public/ckpt") == ["a.txt"]
+    copy = storage.download_file("gs://public/ckpt/a.txt", tmp_path / "a.txt")
+    assert copy.read_bytes() == FILES["a.txt"]
+    requests.get(f"{gcs_server}/wipe", timeout=10).raise_for_status()
+
+
+def test_gcs_without_credentials_says_how_to_provide_them(
+    http_files, no_google_credentials, monkeypatch
+):
+    http_files.fail_next(20, status=401)  # a private bucket refuses the anonymous request
+    monkeypatch.setenv("API_ENDPOINT_OVERRIDE", http_files.url().rstrip("/"))
+    with pytest.raises(StorageError, match="GOOGLE_APPLICATION_CREDENTIALS.*workload identity"):
+        storage.is_file("gs://bucket/x")
 
 
 @pytest.mark.parametrize(

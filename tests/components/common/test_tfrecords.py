@@ -17,7 +17,7 @@ from cvat_kfp.components.common.tfrecords import (
     read_tfrecords,
     write_manifest,
 )
-from cvat_kfp.components.convert_to_tfrecord.convert import convert_dataset
+from cvat_kfp.components.convert_to_tfrecord.convert import run_convert_to_tfrecord
 from cvat_kfp.components.evaluate_model import tfrecords as evaluation_split
 
 CLASSES = ("cell", "debris")
@@ -67,7 +67,7 @@ def deep_split(tmp_path_factory):
         [("deep.png", encoded(pixels, "PNG"), 40, 24),
          ("deep.tif", encoded(pixels, "TIFF"), 40, 24)],
     )  # fmt: skip
-    convert_dataset(dataset, root / "test", "test", num_workers=1)
+    run_convert_to_tfrecord(dataset, root / "test", split_name="test", num_workers=1)
     return root / "test"
 
 
@@ -104,7 +104,7 @@ def test_a_jpeg_decodes_to_the_same_pixels_for_training_and_evaluation(tmp_path)
     rng = np.random.default_rng(0)
     noise = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
     dataset = write_dataset(tmp_path / "dataset", [("noise.jpg", encoded(noise, "JPEG"), 64, 48)])
-    convert_dataset(dataset, tmp_path / "test", "test", num_workers=1)
+    run_convert_to_tfrecord(dataset, tmp_path / "test", split_name="test", num_workers=1)
     (_, record), = read_tfrecords(tmp_path / "test").records()  # fmt: skip
     image = evaluation_split.load_split(tmp_path / "test").images[0]
 

@@ -11,7 +11,7 @@ import tensorflow as tf
 from official.vision.dataloaders.tf_example_decoder import TfExampleDecoder
 from pycocotools import mask as mask_utils
 
-from cvat_kfp.components.convert_to_tfrecord.convert import convert_dataset
+from cvat_kfp.components.convert_to_tfrecord.convert import run_convert_to_tfrecord
 
 
 @pytest.fixture()
@@ -31,7 +31,7 @@ def fruits_nuts(shared_test_data, tmp_path):
 
 def test_fruits_nuts_records_match_the_source_annotations(fruits_nuts, tmp_path):
     root, coco = fruits_nuts
-    result = convert_dataset(root, tmp_path / "out", num_workers=1)
+    result = run_convert_to_tfrecord(root, tmp_path / "out", num_workers=1)
     assert (result.num_examples, result.num_instances) == (18, 165)
     assert result.has_masks and result.report.refusals == []
 

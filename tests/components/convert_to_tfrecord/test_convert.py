@@ -1,4 +1,4 @@
-"""convert_dataset end to end: shards, temporaries, refusals, parallel determinism, decoding."""
+"""run_convert_to_tfrecord end to end: shards, temporaries, refusals, parallel runs, decoding."""
 
 import json
 import threading
@@ -15,7 +15,7 @@ from cvat_kfp.components.common.report import Report, ReportError
 from cvat_kfp.components.common.synthetic import make_shapes_dataset
 from cvat_kfp.components.convert_to_tfrecord import convert
 from cvat_kfp.components.convert_to_tfrecord import writer as writer_module
-from cvat_kfp.components.convert_to_tfrecord.convert import available_cpus, convert_dataset
+from cvat_kfp.components.convert_to_tfrecord.convert import available_cpus, run_convert_to_tfrecord
 from cvat_kfp.components.convert_to_tfrecord.writer import ShardedTFRecordWriter
 
 from .conftest import CLASS_NAMES
@@ -53,7 +53,7 @@ def mixed_dataset(tmp_path, image_bytes, write_dataset):
 
 def test_records_decode_with_model_garden_decoders(mixed_dataset, tmp_path):
     out = tmp_path / "out"
-    result = convert_dataset(mixed_dataset, out, "val", num_workers=1)
+    result = run_convert_to_tfrecord(mixed_dataset, out, split_name="val", num_workers=1)
 
     assert (result.num_examples, result.num_instances, result.num_shards) == (3, 3, 1)
     assert result.shard_paths == [out / "val-00000-of-00001.tfrecord"]
@@ -93,13 +93,14 @@ def test_records_decode_with_model_garden_decoders(mixed_dataset, tmp_path):
             "num_bytes": out.joinpath("val-00000-of-00001.tfrecord").stat().st_size,
         }
     ]
-    assert result.metadata()["num_examples"] == 3 and result.metadata()["split"] == "val"
+    assert result.metadata["tfrecords"]["num_examples"] == 3
+    assert result.metadata["tfrecords"]["split"] == "val"
 
 
 def test_shards_rotate_by_bytes_and_hold_every_example_once(tmp_path):
     source = make_shapes_dataset(tmp_path / "shapes", num_images=12, image_size=(64, 48))
     out = tmp_path / "out"
-    result = convert_dataset(source, out, shard_size_bytes=5_000, num_workers=1)
+    result = run_convert_to_tfrecord(source, out, shard_size_bytes=5_000, num_workers=1)
 
     count = result.num_shards
     assert 1 < count < 12
@@ -136,9 +137,9 @@ def test_parallel_output_is_byte_identical_to_inline(tmp_path, monkeypatch):
 
     source = make_shapes_dataset(tmp_path / "shapes", num_images=24, image_size=(64, 48))
     inline, parallel = tmp_path / "inline", tmp_path / "parallel"
-    convert_dataset(source, inline, shard_size_bytes=20_000, num_workers=1)
+    run_convert_to_tfrecord(source, inline, shard_size_bytes=20_000, num_workers=1)
     monkeypatch.setattr(convert, "ProcessPoolExecutor", RecordingPool)
-    convert_dataset(source, parallel, shard_size_bytes=20_000, num_workers=2)
+    run_convert_to_tfrecord(source, parallel, shard_size_bytes=20_000, num_workers=2)
 
     [pool] = pools
     assert pool.start_method == "spawn"  # never fork a parent that loaded TensorFlow
@@ -164,7 +165,7 @@ def test_a_refused_image_fails_the_run_after_the_report_leaving_no_shards(
     )
     out = tmp_path / "out"
     with pytest.raises(ReportError, match="broken.jpg"):
-        convert_dataset(source, out, shard_size_bytes=1, num_workers=1)
+        run_convert_to_tfrecord(source, out, shard_size_bytes=1, num_workers=1)
 
     assert leftovers(out) == []
     report = Report.load(out)
@@ -187,7 +188,7 @@ def test_an_error_mid_run_removes_the_temporary_shards(tmp_path, monkeypatch):
 
     monkeypatch.setattr(convert, "build_image_record", failing_build)
     with pytest.raises(RuntimeError, match="disk full"):
-        convert_dataset(source, tmp_path / "out", shard_size_bytes=1, num_workers=1)
+        run_convert_to_tfrecord(source, tmp_path / "out", shard_size_bytes=1, num_workers=1)
     # while writing, shards exist only under hidden temporary names
     assert calls[-1] == [f".train-{i:05d}.tfrecord.tmp" for i in range(3)]
     assert leftovers(tmp_path / "out") == []
@@ -238,7 +239,7 @@ def test_output_holding_shards_or_a_manifest_is_refused_untouched(tmp_path, exis
     out.mkdir()
     (out / existing).write_bytes(b"precious")
     with pytest.raises(FileExistsError, match=existing):
-        convert_dataset(source, out, num_workers=1)
+        run_convert_to_tfrecord(source, out, num_workers=1)
     assert [p.name for p in out.iterdir()] == [existing]
     assert (out / existing).read_bytes() == b"precious"
 
@@ -248,7 +249,7 @@ def test_boxes_only_dataset_writes_no_masks_with_a_note(tmp_path, image_bytes, w
         tmp_path / "ds", [("a.png", image_bytes(20, 10, "PNG"), 20, 10)],
         [{"image_id": 1, "bbox": [1, 1, 5, 5], "area": 25.0}],
     )  # fmt: skip
-    result = convert_dataset(source, tmp_path / "out", num_workers=1)
+    result = run_convert_to_tfrecord(source, tmp_path / "out", num_workers=1)
     assert result.has_masks is False
     assert Report.load(tmp_path / "out").summary() == {"note": {"no-masks": 1}}
     example = tf.train.Example.FromString(records(tmp_path / "out")[0])
@@ -257,8 +258,8 @@ def test_boxes_only_dataset_writes_no_masks_with_a_note(tmp_path, image_bytes, w
 
 def test_include_masks_false_writes_none(tmp_path):
     source = make_shapes_dataset(tmp_path / "shapes", num_images=2)
-    result = convert_dataset(source, tmp_path / "out", include_masks=False, num_workers=1)
-    assert result.has_masks is False and result.metadata()["has_masks"] is False
+    result = run_convert_to_tfrecord(source, tmp_path / "out", include_masks=False, num_workers=1)
+    assert result.has_masks is False and result.metadata["tfrecords"]["has_masks"] is False
     example = tf.train.Example.FromString(records(tmp_path / "out")[0])
     assert "image/object/mask" not in example.features.feature
     assert Report.load(tmp_path / "out").entries == []
@@ -266,15 +267,19 @@ def test_include_masks_false_writes_none(tmp_path):
 
 def test_an_invalid_dataset_is_refused_with_its_problems_in_the_report(tmp_path, write_dataset):
     source = write_dataset(tmp_path / "ds", [], [{"image_id": 9, "bbox": [0, 0, 1, 1]}])
+    report = tmp_path / "report" / "report.md"
     with pytest.raises(ReportError, match="names no image"):
-        convert_dataset(source, tmp_path / "out", num_workers=1)
+        run_convert_to_tfrecord(source, tmp_path / "out", report, num_workers=1)
     assert Report.load(tmp_path / "out").summary() == {"refused": {"invalid-dataset": 1}}
     assert leftovers(tmp_path / "out") == []
+    assert "invalid-dataset" in report.read_text()  # the face's Markdown output, also on refusal
 
 
 def test_an_empty_dataset_gives_one_empty_shard(tmp_path, write_dataset):
     source = write_dataset(tmp_path / "ds", [])
-    result = convert_dataset(source, tmp_path / "out", "test")
+    report = tmp_path / "report.md"
+    result = run_convert_to_tfrecord(source, tmp_path / "out", report, split_name="test")
+    assert report.read_text() == (tmp_path / "out" / "report.md").read_text()
     assert [p.name for p in result.shard_paths] == ["test-00000-of-00001.tfrecord"]
     assert result.num_examples == 0 and records(tmp_path / "out", "test") == []
     assert Report.load(tmp_path / "out").summary()["note"]["empty-split"] == 1
@@ -291,7 +296,7 @@ def test_an_empty_dataset_gives_one_empty_shard(tmp_path, write_dataset):
 )
 def test_bad_arguments_are_rejected_before_anything_is_written(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
-        convert_dataset(tmp_path / "nowhere", tmp_path / "out", **kwargs)
+        run_convert_to_tfrecord(tmp_path / "nowhere", tmp_path / "out", **kwargs)
     assert not (tmp_path / "out").exists()
 
 

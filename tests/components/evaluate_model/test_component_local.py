@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
-from kfp import dsl, local
+from kfp import dsl
 from kfp.dsl import HTML, ClassificationMetrics, Dataset, Markdown, Metrics, Model
 
 from cvat_kfp.components.evaluate_model.component import evaluate_model
@@ -38,8 +38,7 @@ def evaluate_imported(model_uri: str, test_uri: str, max_report_images: int) -> 
     )
 
 
-def test_evaluate_model_runs_locally(tiny_retinanet, tmp_path):
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
+def test_evaluate_model_runs_locally(tiny_retinanet, tmp_path, kfp_local):
 
     run = evaluate_imported(
         model_uri=str(tiny_retinanet),
@@ -55,6 +54,7 @@ def test_evaluate_model_runs_locally(tiny_retinanet, tmp_path):
     assert names == ["circle", "square", "triangle", "background"]
     assert len(matrix["rows"]) == 4
     evaluation = Path(run.outputs["evaluation"].path)
+    assert run.outputs["evaluation"].metadata["num_images"] == 8  # tests/trained_models.py
     saved = json.loads((evaluation / "metrics.json").read_text())
     assert saved["metrics"]["AP"] == pytest.approx(metrics["AP"])
     assert [r["row"] for r in matrix["rows"]] == saved["confusion_matrix"]["matrix"]

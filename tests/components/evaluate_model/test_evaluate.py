@@ -16,7 +16,7 @@ from cvat_kfp.components.evaluate_model.coco_eval import STAT_NAMES
 from cvat_kfp.components.evaluate_model.evaluate import (
     EvaluationError,
     evaluate,
-    evaluate_model_dir,
+    run_evaluate_model,
 )
 from cvat_kfp.components.evaluate_model.tfrecords import Split, SplitImage
 from tests.components.evaluate_model.fakes import FakePredictor
@@ -41,7 +41,10 @@ def gt_counts(split):
 def test_perfect_predictions(shapes_split, tmp_path):
     predictor = FakePredictor(shapes_split, has_masks=True)
 
-    result = evaluate(predictor, shapes_split, tmp_path, max_report_images=5, log=quiet)
+    ap_table = tmp_path / "ap_table.md"
+    result = evaluate(
+        predictor, shapes_split, tmp_path, ap_table_path=ap_table, max_report_images=5, log=quiet
+    )
 
     assert set(result.metrics) == BOX_METRICS | MASK_METRICS | F1_METRICS
     assert result.metrics["AP"] == pytest.approx(1.0)
@@ -68,8 +71,8 @@ def test_perfect_predictions(shapes_split, tmp_path):
     per_class = json.loads((tmp_path / "per_class.json").read_text())
     assert [c["name"] for c in per_class["classes"]] == CLASSES
     assert len(per_class["classes"][0]["pr_curves"]["segm"]["iou_0.50"]) == 101
-    assert "| circle | 1 |" in result.ap_table_markdown
-    assert "mask AP" in result.ap_table_markdown
+    assert "| circle | 1 |" in ap_table.read_text()
+    assert "mask AP" in ap_table.read_text()
 
 
 def test_known_mistakes_land_in_the_right_cells(shapes_split, tmp_path):
@@ -89,7 +92,10 @@ def test_known_mistakes_land_in_the_right_cells(shapes_split, tmp_path):
         jitter=0.5,
     )
 
-    result = evaluate(predictor, shapes_split, tmp_path, max_report_images=3, log=quiet)
+    result = evaluate(
+        predictor, shapes_split, tmp_path / "evaluation", report_path=tmp_path / "report.html",
+        max_report_images=3, log=quiet,
+    )  # fmt: skip
 
     matrix = result.confusion_matrix
     counts = gt_counts(shapes_split)
@@ -102,7 +108,7 @@ def test_known_mistakes_land_in_the_right_cells(shapes_split, tmp_path):
     assert 0.3 < result.metrics["AP"] < 1.0
     assert "mask_AP" not in result.metrics  # a box model
     # the report draws the three worst images: 1 (miss), 2 (confusion), 3 (false detection)
-    html = result.report_html
+    html = (tmp_path / "report.html").read_text()
     captions = re.findall(r"<figcaption>([^<]*\(id (\d+)\)[^<]*)</figcaption>", html)
     assert sorted(int(image_id) for _, image_id in captions) == [1, 2, 3]
     assert "1 missed" in html and "1 false" in html and "1 wrong class" in html
@@ -112,11 +118,13 @@ def test_the_report_is_self_contained_with_a_curve_per_class(shapes_split, tmp_p
     result = evaluate(
         FakePredictor(shapes_split, has_masks=True, jitter=1.0),
         shapes_split,
-        tmp_path,
+        tmp_path / "evaluation",
+        report_path=tmp_path / "report.html",
         max_report_images=24,
         log=quiet,
     )
-    html = result.report_html
+    html = (tmp_path / "report.html").read_text()
+    assert result.metadata["evaluation"]["num_images"] == 8
 
     assert html.startswith("<!DOCTYPE html>") and html.rstrip().endswith("</html>")
     assert not re.search(r"(src|href)\s*=\s*['\"](?!data:)", html)  # nothing fetched
@@ -145,12 +153,16 @@ def test_a_class_without_ground_truth_has_no_ap(shapes_split, tmp_path):
     gt = shapes_split.ground_truth
     gt["annotations"] = [a for a in gt["annotations"] if a["category_id"] != 3]
 
-    result = evaluate(FakePredictor(shapes_split), shapes_split, tmp_path, log=quiet)
+    ap_table, report = tmp_path / "ap_table.md", tmp_path / "report.html"
+    result = evaluate(
+        FakePredictor(shapes_split), shapes_split, tmp_path / "evaluation",
+        ap_table_path=ap_table, report_path=report, log=quiet,
+    )  # fmt: skip
 
     triangle = result.per_class[2]
     assert triangle["num_objects"] == 0 and triangle["AP"] is None
-    assert "| triangle | 3 | 0 | 0 | n/a | n/a | n/a |" in result.ap_table_markdown
-    assert "triangle: no object of this class in the test split" in result.report_html
+    assert "| triangle | 3 | 0 | 0 | n/a | n/a | n/a |" in ap_table.read_text()
+    assert "triangle: no object of this class in the test split" in report.read_text()
     assert result.metrics["AP"] == pytest.approx(1.0)  # the mean over classes with objects
     assert result.confusion_matrix[2] == [0, 0, 0, 0]
 
@@ -203,7 +215,7 @@ def test_bad_arguments(shapes_split, tmp_path, arguments, message):
         evaluate(FakePredictor(shapes_split), shapes_split, tmp_path, log=quiet, **arguments)
 
 
-def test_evaluate_model_dir_loads_the_predictor(shapes_split_dir, shapes_split, tmp_path,
+def test_run_evaluate_model_loads_the_predictor(shapes_split_dir, shapes_split, tmp_path,
                                                 monkeypatch):  # fmt: skip
     loaded = []
 
@@ -214,15 +226,18 @@ def test_evaluate_model_dir_loads_the_predictor(shapes_split_dir, shapes_split, 
     monkeypatch.setattr(
         "cvat_kfp.components.inference.predictor.load_predictor", fake_load_predictor
     )
-    result = evaluate_model_dir(
-        "model-dir", shapes_split_dir, tmp_path / "out", checkpoint="latest",
-        max_report_images=0, log=quiet,
+    ap_table, report = tmp_path / "ap_table" / "ap_table.md", tmp_path / "report" / "report.html"
+    result = run_evaluate_model(
+        "model-dir", shapes_split_dir, tmp_path / "out", ap_table, report, checkpoint="latest",
+        max_report_images=0,
     )  # fmt: skip
 
     assert loaded == [("model-dir", "latest")]
     assert result.metrics["AP"] == pytest.approx(1.0)
-    assert "base64" not in result.report_html
+    assert report.read_text().startswith("<!DOCTYPE html>") and "base64" not in report.read_text()
+    assert ap_table.read_text().startswith("# Per-class average precision")
     assert evaluate_module.METRICS_FILE in {p.name for p in (tmp_path / "out").iterdir()}
+    assert {p.name for p in (tmp_path / "out").iterdir()}.isdisjoint({"ap_table.md", "report.html"})
 
 
 def test_a_class_named_background_keeps_the_categories_distinct(shapes_split, tmp_path):
@@ -318,7 +333,8 @@ def test_thresholds_are_calibrated_on_val_and_used_on_test(tmp_path):
     val = one_class_split(tmp_path / "val", {i: boxes[i] for i in (1, 2, 3, 4)})
     test = one_class_split(tmp_path / "test", {i: boxes[i] for i in (5, 6, 7, 8)})
 
-    result = evaluate(predictor, test, tmp_path / "out", val=val, log=quiet)
+    report = tmp_path / "report.html"
+    result = evaluate(predictor, test, tmp_path / "out", val=val, report_path=report, log=quiet)
 
     table = json.loads((tmp_path / "out" / "thresholds.json").read_text())
     assert table["split"] == "val" and table["default_threshold"] == 0.5
@@ -329,16 +345,17 @@ def test_thresholds_are_calibrated_on_val_and_used_on_test(tmp_path):
     assert result.metrics["mean_F1_calibrated"] == 1.0
     assert result.metrics["mean_F1_at_0.5"] == 0.0
     assert result.confusion_matrix == [[4, 0], [0, 0]]  # the 0.2 false detections dropped
-    assert "calibrated on the val split" in result.report_html
-    assert "<td>0.250</td>" in result.report_html
+    assert "calibrated on the val split" in report.read_text()
+    assert "<td>0.250</td>" in report.read_text()
     saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert saved["score_thresholds"] == {"thing": pytest.approx(0.25)}
     assert saved["score_thresholds_f1"]["classes"][0]["f1_default"] == 0.0
 
-    given = evaluate(predictor, test, tmp_path / "given", val=val, score_threshold=0.5, log=quiet)
+    given = evaluate(predictor, test, tmp_path / "given", val=val, score_threshold=0.5,
+                     report_path=report, log=quiet)  # fmt: skip
 
     assert given.confusion_matrix == [[0, 4], [0, 0]]  # the one threshold the user gave
-    assert "score &ge; 0.5 for every class" in given.report_html
+    assert "score &ge; 0.5 for every class" in report.read_text()
     table = json.loads((tmp_path / "given" / "thresholds.json").read_text())
     assert table["classes"][0]["threshold"] == pytest.approx(0.25)  # still calibrated for export
 

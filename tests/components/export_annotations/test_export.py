@@ -19,7 +19,7 @@ from cvat_kfp.components.common.dataset import Dataset
 from cvat_kfp.components.common.report import Report, ReportError
 from cvat_kfp.components.common.synthetic import make_shapes_dataset
 from cvat_kfp.components.export_annotations import cvat_server
-from cvat_kfp.components.export_annotations.export import export_annotations, parse_ids
+from cvat_kfp.components.export_annotations.export import parse_ids, run_export_annotations
 from cvat_kfp.components.export_annotations.formats import FORMATS
 from tests.gcs_emulator import create_bucket
 
@@ -137,7 +137,7 @@ def test_local_folder_and_archives_are_detected_as_coco(tmp_path, coco, kind):
     before = tree(root)
     out = tmp_path / "out"
 
-    result = export_annotations(out, source=str(source), work_dir=tmp_path)
+    result = run_export_annotations(out, tmp_path / "report.md", source=str(source))
 
     assert result.format_name == "COCO 1.0"
     assert result.sources == [str(source)]
@@ -153,13 +153,13 @@ def test_local_folder_and_archives_are_detected_as_coco(tmp_path, coco, kind):
     assert tree(root) == before  # the source is only read
 
 
-def test_metadata_and_report_dir(tmp_path, coco):
+def test_metadata_and_report_path(tmp_path, coco):
     root, source_coco = coco
-    out, reports = tmp_path / "out", tmp_path / "reports"
+    out, report = tmp_path / "out", tmp_path / "report" / "report.md"
 
-    result = export_annotations(out, source=str(root), report_dir=reports)
+    result = run_export_annotations(out, report, source=str(root))
 
-    assert result.metadata() == {
+    assert result.metadata["dataset"] == {
         "num_images": 4,
         "num_annotations": len(source_coco["annotations"]),
         "num_classes": 3,
@@ -167,15 +167,15 @@ def test_metadata_and_report_dir(tmp_path, coco):
         "format": "COCO 1.0",
         "sources": [str(root)],
     }
-    assert {p.name for p in reports.iterdir()} == REPORT_FILES
+    assert list(report.parent.iterdir()) == [report]
     assert REPORT_FILES <= {p.name for p in out.iterdir()}  # the Dataset carries its report too
-    assert (reports / "report.json").read_text() == (out / "report.json").read_text()
-    assert "read as COCO 1.0" in (reports / "report.md").read_text()
+    assert report.read_text() == (out / "report.md").read_text()
+    assert "read as COCO 1.0" in report.read_text()
 
 
 def test_file_uri_source(tmp_path, coco):
     root, source_coco = coco
-    result = export_annotations(tmp_path / "out", source=root.as_uri())
+    result = run_export_annotations(tmp_path / "out", tmp_path / "report.md", source=root.as_uri())
     assert_same_as_export(result.dataset, source_coco)
 
 
@@ -187,7 +187,9 @@ def test_gs_zip_object(tmp_path, coco, gcs_emulator):
     create_bucket("exports")
     storage.upload_file(archive_of(root, "zip"), "gs://exports/cvat/coco.zip")
 
-    result = export_annotations(tmp_path / "out", source="gs://exports/cvat/coco.zip")
+    result = run_export_annotations(
+        tmp_path / "out", tmp_path / "report.md", source="gs://exports/cvat/coco.zip"
+    )
 
     assert result.format_name == "COCO 1.0"
     assert result.sources == ["gs://exports/cvat/coco.zip"]
@@ -201,7 +203,9 @@ def test_gs_prefix_as_folder(tmp_path, coco, gcs_emulator):
     for name in tree(root):
         storage.upload_file(root / name, f"gs://exports/cvat/coco/{name}")
 
-    result = export_annotations(tmp_path / "out", source="gs://exports/cvat/coco")
+    result = run_export_annotations(
+        tmp_path / "out", tmp_path / "report.md", source="gs://exports/cvat/coco"
+    )
 
     assert_same_as_export(result.dataset, source_coco)
     Dataset.load(tmp_path / "out")
@@ -214,11 +218,11 @@ def test_http_archive_without_its_signature_in_metadata_or_report(tmp_path, coco
     url = http_files.url("coco.tar.gz") + "?X-Goog-Signature=s3cret"
     out = tmp_path / "out"
 
-    result = export_annotations(out, source=url)
+    result = run_export_annotations(out, tmp_path / "report.md", source=url)
 
     assert_same_as_export(result.dataset, source_coco)
     assert result.sources == [http_files.url("coco.tar.gz") + "?..."]
-    assert "s3cret" not in json.dumps(result.metadata())
+    assert "s3cret" not in json.dumps(result.metadata["dataset"])
     assert all("s3cret" not in (out / name).read_text() for name in REPORT_FILES)
 
 
@@ -245,8 +249,12 @@ def cvat(monkeypatch):
 def test_cvat_server_tasks_are_merged(tmp_path, cvat, group_by_task):
     out = tmp_path / "out"
 
-    result = export_annotations(
-        out, cvat_url=cvat.url, task_ids="12, 15", group_by_task=group_by_task
+    result = run_export_annotations(
+        out,
+        tmp_path / "report.md",
+        cvat_url=cvat.url,
+        task_ids="12, 15",
+        group_by_task=group_by_task,
     )
 
     dataset = result.dataset
@@ -287,21 +295,23 @@ def test_cvat_server_tasks_are_merged(tmp_path, cvat, group_by_task):
 
 
 def test_cvat_server_single_task_keeps_file_names(tmp_path, cvat):
-    result = export_annotations(tmp_path / "out", cvat_url=cvat.url, task_ids=[12])
+    result = run_export_annotations(
+        tmp_path / "out", tmp_path / "report.md", cvat_url=cvat.url, task_ids=[12]
+    )
     assert sorted(by_file_name(result.dataset)) == [
         "default/frame_000000.jpg",
         "default/frame_000001.jpg",
     ]
-    assert result.metadata()["sources"] == [f"{cvat.url} task 12"]
+    assert result.metadata["dataset"]["sources"] == [f"{cvat.url} task 12"]
 
 
-def test_cvat_server_without_credentials(tmp_path, cvat, monkeypatch):
+def test_cvat_server_without_credentials(tmp_path, cvat, monkeypatch, temp_dir):
     monkeypatch.delenv("CVAT_ACCESS_TOKEN")
-    work = tmp_path / "work"
-    work.mkdir()
     with pytest.raises(cvat_server.CvatServerError, match="CVAT_ACCESS_TOKEN"):
-        export_annotations(tmp_path / "out", cvat_url=cvat.url, task_ids="12", work_dir=work)
-    assert list(work.iterdir()) == []
+        run_export_annotations(
+            tmp_path / "out", tmp_path / "report.md", cvat_url=cvat.url, task_ids="12"
+        )
+    assert list(temp_dir.iterdir()) == []
     assert not cvat.requests
 
 
@@ -311,14 +321,21 @@ def test_cvat_server_without_credentials(tmp_path, cvat, monkeypatch):
 @pytest.mark.parametrize("format_name", ["COCO 1.0", "coco 1.0", "coco", "auto", " AUTO "])
 def test_format_given_or_detected(tmp_path, coco, format_name):
     root, source_coco = coco
-    result = export_annotations(tmp_path / "out", source=str(root), format_name=format_name)
+    result = run_export_annotations(
+        tmp_path / "out", tmp_path / "report.md", source=str(root), annotation_format=format_name
+    )
     assert result.format_name == "COCO 1.0"
     assert_same_as_export(result.dataset, source_coco)
 
 
 def test_unknown_format_lists_the_valid_names(tmp_path, coco):
     with pytest.raises(ValueError, match="unknown annotation format 'pascal'") as error:
-        export_annotations(tmp_path / "out", source=str(coco[0]), format_name="pascal")
+        run_export_annotations(
+            tmp_path / "out",
+            tmp_path / "report.md",
+            source=str(coco[0]),
+            annotation_format="pascal",
+        )
     assert all(repr(name) in str(error.value) for name in FORMATS)
     assert "'auto'" in str(error.value)
     assert not (tmp_path / "out" / "annotations.json").exists()
@@ -326,7 +343,9 @@ def test_unknown_format_lists_the_valid_names(tmp_path, coco):
 
 def test_wrong_format_given_says_what_it_found(tmp_path, coco):
     with pytest.raises(ValueError, match=r"no CVAT for images 1\.1 annotation XML"):
-        export_annotations(tmp_path / "out", source=str(coco[0]), format_name="cvat")
+        run_export_annotations(
+            tmp_path / "out", tmp_path / "report.md", source=str(coco[0]), annotation_format="cvat"
+        )
 
 
 def test_no_known_format_lists_what_was_found(tmp_path):
@@ -336,7 +355,7 @@ def test_no_known_format_lists_what_was_found(tmp_path):
     Image.new("RGB", (4, 4)).save(root / "pictures" / "a.png")
 
     with pytest.raises(ValueError, match="no known CVAT export format found") as error:
-        export_annotations(tmp_path / "out", source=str(root))
+        run_export_annotations(tmp_path / "out", tmp_path / "report.md", source=str(root))
     assert "['pictures/', 'readme.txt']" in str(error.value)
     assert "COCO 1.0" in str(error.value)  # the supported ones
 
@@ -346,11 +365,13 @@ def test_ambiguous_export_names_the_candidates_and_an_explicit_format_settles_it
     cvat_xml_export(root, {"shapes_00001.jpg": (32, 24)}, files={})  # its image is already there
 
     with pytest.raises(ValueError, match="looks like several formats") as error:
-        export_annotations(tmp_path / "out", source=str(root))
+        run_export_annotations(tmp_path / "out", tmp_path / "report.md", source=str(root))
     assert "COCO 1.0, CVAT for images 1.1" in str(error.value)
     assert "pass the format explicitly" in str(error.value)
 
-    result = export_annotations(tmp_path / "out", source=str(root), format_name="cvat")
+    result = run_export_annotations(
+        tmp_path / "out", tmp_path / "report.md", source=str(root), annotation_format="cvat"
+    )
     assert result.format_name == "CVAT for images 1.1"
     assert [image["file_name"] for image in result.dataset.images] == ["shapes_00001.jpg"]
     assert [c["name"] for c in result.dataset.categories] == ["cat", "dog"]
@@ -377,7 +398,7 @@ def test_ambiguous_export_names_the_candidates_and_an_explicit_format_settles_it
 )
 def test_parameter_errors(tmp_path, arguments, message):
     with pytest.raises(ValueError, match=message):
-        export_annotations(tmp_path / "out", **arguments)
+        run_export_annotations(tmp_path / "out", tmp_path / "report.md", **arguments)
     assert not (tmp_path / "out").exists()  # refused before anything is read or written
 
 
@@ -405,25 +426,17 @@ def test_missing_image_is_refused_by_name(tmp_path):
     root = cvat_xml_export(
         tmp_path / "export", {"a.png": (20, 10), "gone.png": (20, 10)}, files={"a.png": (20, 10)}
     )
-    out, reports = tmp_path / "out", tmp_path / "reports"
+    out, report = tmp_path / "out", tmp_path / "report.md"
 
     with pytest.raises(ReportError, match="gone.png") as error:
-        export_annotations(out, source=str(root), report_dir=reports)
+        run_export_annotations(out, report, source=str(root))
 
     assert "image file gone.png is not in the export" in str(error.value)
-    (refusal,) = entries(reports, "image-missing")
+    (refusal,) = entries(out, "image-missing")
     assert refusal.action == "refused"
     assert "gone.png" in refusal.message
-    assert "gone.png" in (reports / "report.md").read_text()
-    assert not (out / "annotations.json").exists()
-
-
-def test_missing_image_without_report_dir_reports_into_output_dir(tmp_path):
-    root = cvat_xml_export(tmp_path / "export", {"gone.png": (20, 10)}, files={})
-    out = tmp_path / "out"
-    with pytest.raises(ReportError, match="gone.png"):
-        export_annotations(out, source=str(root))
-    assert {p.name for p in out.iterdir()} == REPORT_FILES
+    assert "gone.png" in report.read_text()
+    assert {p.name for p in out.iterdir()} == REPORT_FILES  # no annotations.json
 
 
 def test_missing_image_skipped_on_request(tmp_path):
@@ -432,11 +445,13 @@ def test_missing_image_skipped_on_request(tmp_path):
     )
     out = tmp_path / "out"
 
-    result = export_annotations(out, source=str(root), skip_bad_images=True)
+    result = run_export_annotations(
+        out, tmp_path / "report.md", source=str(root), skip_bad_images=True
+    )
 
     assert [image["file_name"] for image in result.dataset.images] == ["a.png"]
     assert len(result.dataset.annotations) == 1
-    assert result.metadata()["num_images"] == 1
+    assert result.metadata["dataset"]["num_images"] == 1
     (skip,) = entries(out, "image-missing")
     assert skip.action == "skipped"
     assert "gone.png" in skip.message and "1 annotation(s) skipped" in skip.message
@@ -447,7 +462,7 @@ def test_image_twice_the_annotated_size_is_rescaled(tmp_path):
     root = cvat_xml_export(tmp_path / "export", {"a.png": (20, 10)}, files={"a.png": (40, 20)})
     out = tmp_path / "out"
 
-    result = export_annotations(out, source=str(root))
+    result = run_export_annotations(out, tmp_path / "report.md", source=str(root))
 
     (image,) = result.dataset.images
     assert (image["width"], image["height"]) == (40, 20)
@@ -464,20 +479,25 @@ def test_image_twice_the_annotated_size_is_rescaled(tmp_path):
 # --- the scratch folder -------------------------------------------------------------------------
 
 
-def test_scratch_folder_removed_after_success_and_failure(tmp_path, coco):
+def test_a_run_as_the_face_makes_it_leaves_nothing_in_the_temp_dir(tmp_path, coco, temp_dir):
     root, _ = coco
-    work = tmp_path / "work"
-    work.mkdir()
+    outputs = tmp_path / "outputs"
 
-    export_annotations(tmp_path / "out", source=str(archive_of(root, "zip")), work_dir=work)
-    assert list(work.iterdir()) == []
+    def run(name: str, source: Path) -> None:  # as component.py calls it, with artifact paths
+        dataset, report = outputs / name / "dataset", outputs / name / "report"
+        run_export_annotations(dataset, report, source=str(source))
+
+    run("zip", archive_of(root, "zip"))
+    assert list(temp_dir.iterdir()) == []
+    assert (outputs / "zip" / "report").read_text().startswith("# Validation report")
 
     (root / "images" / "shapes_00002.jpg").unlink()
     with pytest.raises(ReportError, match="shapes_00002.jpg"):
-        export_annotations(tmp_path / "out2", source=str(archive_of(root, "zip")), work_dir=work)
-    assert list(work.iterdir()) == []
+        run("refused", archive_of(root, "zip"))
+    assert list(temp_dir.iterdir()) == []
+    assert "shapes_00002.jpg" in (outputs / "refused" / "report").read_text()
 
     (root / "annotations.json").unlink()
     with pytest.raises(ValueError, match="no known CVAT export format"):
-        export_annotations(tmp_path / "out3", source=str(archive_of(root, "tar.gz")), work_dir=work)
-    assert list(work.iterdir()) == []
+        run("unknown", archive_of(root, "tar.gz"))
+    assert list(temp_dir.iterdir()) == []

@@ -10,15 +10,15 @@ from tests.gcs_emulator import gcs_emulator, gcs_server  # noqa: F401
 @pytest.fixture(scope="session")
 def retinanet_export(tiny_retinanet, tmp_path_factory):
     """The tiny RetinaNet exported with TFLite (auto: a mobile preset) and test metrics."""
-    from cvat_kfp.components.export_model.export import export_model_dir
+    from cvat_kfp.components.export_model.exporter import run_export_model
 
-    output = tmp_path_factory.mktemp("retinanet_export") / "exported"
-    return export_model_dir(
+    outputs = tmp_path_factory.mktemp("retinanet_export")
+    return run_export_model(
         tiny_retinanet,
-        output,
+        outputs / "exported",
+        outputs / "model_card.md",
+        write_evaluation(tmp_path_factory.mktemp("evaluation"), THRESHOLDS),
         test_metrics={"AP": 0.41, "AP50": 0.66},
-        log=lambda message: None,
-        evaluation_dir=write_evaluation(tmp_path_factory.mktemp("evaluation"), THRESHOLDS),
     )
 
 
@@ -44,7 +44,7 @@ def write_evaluation(directory, table):
 
 @pytest.fixture(scope="session")
 def maskrcnn_export(tiny_maskrcnn, tmp_path_factory):
-    from cvat_kfp.components.export_model.export import export_model_dir
+    from cvat_kfp.components.export_model.exporter import run_export_model
 
-    output = tmp_path_factory.mktemp("maskrcnn_export") / "exported"
-    return export_model_dir(tiny_maskrcnn, output, log=lambda message: None)
+    outputs = tmp_path_factory.mktemp("maskrcnn_export")
+    return run_export_model(tiny_maskrcnn, outputs / "exported", outputs / "model_card.md")

@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
-from kfp import dsl, local
+from kfp import dsl
 from kfp.dsl import Markdown, Model
 
 from cvat_kfp.components.common import storage
@@ -27,8 +27,7 @@ def export_imported_model(model_uri: str, destination_uri: str) -> Exported:
     return Exported(task.outputs["exported_model"], task.outputs["model_card"])
 
 
-def test_export_model_runs_locally(tiny_retinanet, tmp_path):
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
+def test_export_model_runs_locally(tiny_retinanet, tmp_path, kfp_local):
     destination = tmp_path / "published" / "shapes-v1"
 
     run = export_imported_model(model_uri=str(tiny_retinanet), destination_uri=str(destination))

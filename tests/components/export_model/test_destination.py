@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from cvat_kfp.components.common import storage
-from cvat_kfp.components.export_model.export import ExportError, copy_to_destination
+from cvat_kfp.components.export_model.exporter import ExportError, copy_to_destination
 from tests.gcs_emulator import create_bucket
 
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -21,7 +21,7 @@ def test_a_gcs_destination_gets_the_whole_export_and_the_marker_last(
 ):
     create_bucket("models")
     uri = "gs://models/shapes/v1"
-    our_id = retinanet_export.metadata["export_id"]
+    our_id = retinanet_export.metadata["exported_model"]["export_id"]
     assert copy_to_destination(retinanet_export.output_dir, uri, our_id, print) == uri
     assert storage.is_complete(uri)
     manifest = storage.wait_until_complete(uri)  # {name: size}
@@ -53,7 +53,7 @@ def test_a_gcs_destination_holding_other_files_is_refused(retinanet_export, gcs_
 def test_an_unfinished_copy_of_the_same_export_is_completed(retinanet_export, gcs_emulator):
     create_bucket("models")
     uri = "gs://models/half"
-    our_id = retinanet_export.metadata["export_id"]
+    our_id = retinanet_export.metadata["exported_model"]["export_id"]
     # an earlier attempt died after export.json but before the rest and the marker
     storage.upload_file(retinanet_export.output_dir / "export.json", f"{uri}/export.json")
     lines = []
@@ -65,7 +65,7 @@ def test_an_unfinished_copy_of_the_same_export_is_completed(retinanet_export, gc
 
 def test_a_local_destination_appears_whole_and_is_not_overwritten(retinanet_export, tmp_path):
     target = tmp_path / "exports" / "shapes"
-    our_id = retinanet_export.metadata["export_id"]
+    our_id = retinanet_export.metadata["exported_model"]["export_id"]
     copy_to_destination(retinanet_export.output_dir, str(target), our_id, print)
     assert storage.is_complete(str(target))
     assert (target / "saved_model" / "saved_model.pb").is_file()

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from cvat_kfp.components.common.label_map import LabelMap
-from cvat_kfp.components.export_model.export import (
+from cvat_kfp.components.export_model.exporter import (
     ExportError,
     classes_csv,
     export_tflite_if_wanted,
@@ -95,7 +95,7 @@ def test_the_export_holds_the_documented_files(retinanet_export):
     for name in ("model_card.md", "export.json", "model.tflite"):
         assert (out / name).is_file(), name
     assert LabelMap.load(out / "label_map.json").names == CLASSES
-    meta = retinanet_export.metadata
+    meta = retinanet_export.metadata["exported_model"]
     assert meta == json.loads((out / "export.json").read_text())
     assert meta["preset"] == "retinanet-mobilenetv2-light"
     assert meta["global_step"] == 160 and meta["checkpoint"] == "best"
@@ -113,7 +113,7 @@ def test_classes_csv_follows_onepanels_row_order_contract(retinanet_export):
 
 
 def test_the_model_card_tells_preset_lineage_steps_metrics_and_labels(retinanet_export):
-    card = retinanet_export.model_card_markdown
+    card = (retinanet_export.output_dir.parent / "model_card.md").read_text()
     assert card == (retinanet_export.output_dir / "model_card.md").read_text()
     assert "# Model card: retinanet-mobilenetv2-light" in card
     assert "| training steps | 160 |" in card
@@ -130,30 +130,29 @@ def test_the_model_card_tells_preset_lineage_steps_metrics_and_labels(retinanet_
 def test_the_export_carries_the_calibrated_thresholds_for_its_users(retinanet_export):
     from cvat_kfp.components.inference.thresholds import score_thresholds
 
-    assert retinanet_export.metadata["score_thresholds"] == THRESHOLDS
+    assert retinanet_export.metadata["exported_model"]["score_thresholds"] == THRESHOLDS
     found = score_thresholds(retinanet_export.output_dir)
     assert found == {"circle": 0.31, "square": 0.42, "triangle": 0.5}
 
 
 def test_an_export_without_evaluation_says_its_thresholds_are_not_calibrated(maskrcnn_export):
-    assert "score_thresholds" not in maskrcnn_export.metadata
-    assert "Not calibrated (exported without evaluate-model's evaluation)" in (
-        maskrcnn_export.model_card_markdown
-    )
+    assert "score_thresholds" not in maskrcnn_export.metadata["exported_model"]
+    card = (maskrcnn_export.output_dir / "model_card.md").read_text()
+    assert "Not calibrated (exported without evaluate-model's evaluation)" in card
 
 
 def test_thresholds_of_other_classes_are_refused_before_exporting(tiny_retinanet, tmp_path):
-    from cvat_kfp.components.export_model.export import export_model_dir
+    from cvat_kfp.components.export_model.exporter import run_export_model
 
     other = {**THRESHOLDS, "classes": THRESHOLDS["classes"][:2]}
     (tmp_path / "evaluation").mkdir()
     evaluation = write_evaluation(tmp_path / "evaluation", other)
     with pytest.raises(ExportError, match=r"thresholds for the classes \['circle', 'square'\]"):
-        export_model_dir(tiny_retinanet, tmp_path / "out", evaluation_dir=evaluation)
+        run_export_model(tiny_retinanet, tmp_path / "out", tmp_path / "card.md", evaluation)
     assert not (tmp_path / "out" / "saved_model").exists()
     (tmp_path / "evaluation" / "thresholds.json").unlink()
     with pytest.raises(ExportError, match="thresholds.json: no such file"):
-        export_model_dir(tiny_retinanet, tmp_path / "out", evaluation_dir=evaluation)
+        run_export_model(tiny_retinanet, tmp_path / "out", tmp_path / "card.md", evaluation)
 
 
 # --- the SavedModel against the trained model ----------------------------------------------
@@ -249,7 +248,7 @@ def maskrcnn_all_detections(tiny_maskrcnn, tmp_path_factory):
 
 
 def test_maskrcnn_export_has_full_image_masks_and_a_tflite(maskrcnn_export, tiny_maskrcnn):
-    meta = maskrcnn_export.metadata
+    meta = maskrcnn_export.metadata["exported_model"]
     assert meta["has_masks"]
     assert "detection_masks" in meta["signatures"]["serving_default"]["outputs"]
     assert meta["tflite"]["exported"] and "detection_masks" in meta["tflite"]["outputs"]
@@ -347,7 +346,7 @@ def test_tflite_matches_the_savedmodel_within_tolerance(retinanet_export, tiny_r
 
 
 def test_model_card_lists_metrics_in_coco_order_whatever_order_kfp_gives():
-    from cvat_kfp.components.export_model.export import _metrics_table
+    from cvat_kfp.components.export_model.exporter import _metrics_table
 
     shuffled = {"ARl": -1.0, "final_loss": 0.5, "mask_AP": 0.2, "AP50": 0.7, "AP": 0.5}
     names = [row.split("|")[1].strip() for row in _metrics_table(shuffled)[2:]]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from cvat_kfp.components.common.dataset import Dataset, group_key
-from cvat_kfp.components.split_dataset.split import SPLITS, split_dataset, split_dataset_dir
+from cvat_kfp.components.split_dataset.split import SPLITS, run_split_dataset, split_dataset
 
 CLASSES = ("apple", "banana", "fig")
 
@@ -309,10 +309,14 @@ def test_a_zero_fraction_gives_an_empty_dataset_with_every_class(tmp_path):
     dataset = make_dataset(tmp_path / "in", [image("apple", "fig") for _ in range(10)])
     out = {s: tmp_path / s for s in SPLITS}
     saved = dataset.save(tmp_path / "saved")
-    result = split_dataset_dir(saved, out, train_fraction=0.8, val_fraction=0.2, test_fraction=0.0)
-    assert result.datasets["test"].images == [] and result.datasets["test"].annotations == []
+    result = run_split_dataset(
+        saved, *out.values(), tmp_path / "summary.md",
+        train_fraction=0.8, val_fraction=0.2, test_fraction=0.0,
+    )  # fmt: skip
+    assert result.metadata["test"]["num_images"] == 0
     loaded = Dataset.load(out["test"])
-    assert loaded.images == [] and loaded.categories == dataset.categories
+    assert loaded.images == [] and loaded.annotations == []
+    assert loaded.categories == dataset.categories
     assert len(Dataset.load(out["train"]).images) + len(Dataset.load(out["val"]).images) == 10
 
 
@@ -322,7 +326,8 @@ def test_saved_splits_load_and_keep_classes_extra_keys_and_input_order(tmp_path)
     random.Random(0).shuffle(dataset.images)  # input order is not id order
     out = {s: tmp_path / "out" / s for s in SPLITS}
     summary = tmp_path / "out" / "summary.md"
-    result = split_dataset_dir(dataset.save(tmp_path / "saved"), out, summary, seed=5)
+    result = run_split_dataset(dataset.save(tmp_path / "saved"), *out.values(), summary, seed=5)
+    in_memory = split_dataset(dataset, seed=5)
 
     position = {record["id"]: k for k, record in enumerate(dataset.images)}
     for split in SPLITS:
@@ -330,16 +335,11 @@ def test_saved_splits_load_and_keep_classes_extra_keys_and_input_order(tmp_path)
         assert loaded.categories == dataset.categories
         assert loaded.extra == {"info": {"description": "test"}}
         assert ids(loaded) == sorted(ids(loaded), key=position.__getitem__)
-        assert ids(loaded) == ids(result.datasets[split])
+        assert ids(loaded) == ids(in_memory.datasets[split])
         assert result.metadata[split]["num_images"] == len(loaded.images)
         assert result.metadata[split]["class_names"] == list(CLASSES)
-    assert summary.read_text(encoding="utf-8") == result.summary_markdown
-
-
-def test_output_dirs_with_an_unknown_split_are_refused(tmp_path):
-    saved = make_dataset(tmp_path / "in", [image("apple")] * 5).save(tmp_path / "saved")
-    with pytest.raises(ValueError, match=r"unknown split\(s\) \['validation'\]"):
-        split_dataset_dir(saved, {"validation": tmp_path / "v"})
+    assert result.metadata == in_memory.metadata and result.notes == in_memory.notes
+    assert summary.read_text(encoding="utf-8") == in_memory.summary_markdown
 
 
 def test_summary_tables_escape_class_names(tmp_path):
@@ -358,10 +358,10 @@ def test_summary_tables_escape_class_names(tmp_path):
 
 SUBPROCESS_SPLIT = """
 import sys
-from cvat_kfp.components.split_dataset.split import split_dataset_dir
+from cvat_kfp.components.split_dataset.split import run_split_dataset
 source, out = sys.argv[1], sys.argv[2]
-outs = {s: f"{out}/{s}" for s in ("train", "val", "test")}
-split_dataset_dir(source, outs, f"{out}/summary.md", seed=9, keep_cvat_subsets=True)
+outs = [f"{out}/{s}" for s in ("train", "val", "test")]
+run_split_dataset(source, *outs, f"{out}/summary.md", seed=9, keep_cvat_subsets=True)
 """
 
 
@@ -375,8 +375,8 @@ def test_same_input_and_seed_give_byte_identical_files_across_processes(tmp_path
     source = make_dataset(tmp_path / "in", specs).save(tmp_path / "saved")
 
     def run_here(out: Path) -> dict[str, bytes]:
-        outs = {s: out / s for s in SPLITS}
-        split_dataset_dir(source, outs, out / "summary.md", seed=9, keep_cvat_subsets=True)
+        outs = [out / s for s in SPLITS]
+        run_split_dataset(source, *outs, out / "summary.md", seed=9, keep_cvat_subsets=True)
         return tree_bytes(out)
 
     first = run_here(tmp_path / "first")

@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
-from kfp import dsl, local
+from kfp import dsl
 from kfp.dsl import Dataset, Metrics, Model
 
 from cvat_kfp.components.train_tfod.component import train_tfod
@@ -36,9 +36,8 @@ def train_imported_tfrecords(train_uri: str, val_uri: str, hyperparameters: str)
     return Trained(training.outputs["model"], training.outputs["metrics"])
 
 
-def test_train_tfod_runs_locally(tmp_path):
+def test_train_tfod_runs_locally(tmp_path, kfp_local):
     tfrecords = make_tfrecords(tmp_path / "tfrecords", num_train=4, num_val=2)
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
 
     run = train_imported_tfrecords(
         train_uri=str(tfrecords.train_dir),

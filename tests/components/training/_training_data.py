@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cvat_kfp.components.common.label_map import LabelMap
 from cvat_kfp.components.common.synthetic import SHAPES, make_shapes_dataset
-from cvat_kfp.components.convert_to_tfrecord.convert import convert_dataset
+from cvat_kfp.components.convert_to_tfrecord.convert import run_convert_to_tfrecord
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 IMAGE_SIZE = 256
@@ -43,7 +43,7 @@ def make_tfrecords(root: Path, num_train: int = 8, num_val: int = 4, seed: int =
         dataset = make_shapes_dataset(
             root / f"{split}_dataset", num_images=count, image_size=(160, 128), seed=seed + offset
         )
-        convert_dataset(dataset, root / split, split, num_workers=1)
+        run_convert_to_tfrecord(dataset, root / split, split_name=split, num_workers=1)
     return TFRecordSplits(root / "train", root / "val", LabelMap(SHAPES))
 
 

@@ -13,7 +13,7 @@ from official.vision.tasks.retinanet import RetinaNetTask
 
 from cvat_kfp.components.common.label_map import LabelMap
 from cvat_kfp.components.common.synthetic import make_shapes_dataset
-from cvat_kfp.components.convert_to_tfrecord.convert import convert_dataset
+from cvat_kfp.components.convert_to_tfrecord.convert import run_convert_to_tfrecord
 from cvat_kfp.components.training import engine
 from cvat_kfp.components.training.engine import (
     DivergedLossError,
@@ -22,6 +22,7 @@ from cvat_kfp.components.training.engine import (
     TrainingInputError,
     train,
 )
+from cvat_kfp.components.training.strategy import DeviceError, DevicePlan
 
 from ._training_data import make_tfrecords, small_config
 
@@ -225,7 +226,9 @@ def test_intervals_stop_at_every_checkpoint_and_evaluation():
 
 def split_of(tmp_path, name, num_images, include_masks=True):
     dataset = make_shapes_dataset(tmp_path / f"{name}_dataset", num_images=num_images)
-    convert_dataset(dataset, tmp_path / name, name, include_masks=include_masks, num_workers=1)
+    run_convert_to_tfrecord(
+        dataset, tmp_path / name, split_name=name, include_masks=include_masks, num_workers=1
+    )
     return str(tmp_path / name / f"{name}-*.tfrecord")
 
 
@@ -264,6 +267,16 @@ def test_missing_tfrecords_are_refused(tfrecords, tmp_path, no_model_built):
     config.task.train_data.input_path = str(tmp_path / "nothing" / "train-*.tfrecord")
     with pytest.raises(TrainingInputError, match="no train TFRecord files match"):
         train_with(config, tmp_path, tfrecords.label_map)
+
+
+def test_a_config_built_for_other_devices_is_refused(tfrecords, tmp_path, no_model_built):
+    config = small_config(tfrecords, num_steps=4)  # built for CPU
+    one_gpu = DevicePlan(("/gpu:0",))
+    with pytest.raises(DeviceError, match=r"does not fit 1 GPU .*num_gpus 0 \(expected 1\)"):
+        train(config, model_dir=tmp_path / "model", label_map=tfrecords.label_map, devices=one_gpu)
+    xla = config.replace(runtime={"enable_xla": True, "mixed_precision_dtype": "float16"})
+    with pytest.raises(DeviceError, match="mixed_precision_dtype 'float16' on CPU, enable_xla"):
+        train_with(xla, tmp_path, tfrecords.label_map)
 
 
 def test_mask_rcnn_without_masks_is_refused(tfrecords, tmp_path, no_model_built):

@@ -14,10 +14,13 @@ from cvat_kfp.components.training.hyperparameters import (
     parse_hyperparameters,
 )
 from cvat_kfp.components.training.presets import PRESETS, get_preset
+from cvat_kfp.components.training.strategy import DevicePlan
 
 TRAIN = "/data/train/train-*-of-00002.tfrecord"
 VAL = "/data/val/val-*-of-00001.tfrecord"
 NUM_CLASSES = 3
+ONE_GPU = DevicePlan(("/gpu:0",))
+TWO_GPUS = DevicePlan(("/gpu:0", "/gpu:1"))
 
 
 def build(preset_name, hyperparameters=None, **arguments):
@@ -73,21 +76,20 @@ def test_cpu_runtime_is_float32_without_xla():
 
 
 def test_gpu_runtime_is_float16_and_mirrored_over_replicas():
-    one = build("frcnn-res50-coco", on_gpu=True)
+    one = build("frcnn-res50-coco", devices=ONE_GPU)
     assert one.runtime.mixed_precision_dtype == "float16" and one.runtime.loss_scale == "dynamic"
     assert one.runtime.distribution_strategy == "one_device" and not one.runtime.enable_xla
     assert one.task.train_data.dtype == "float16"
-    two = build("frcnn-res50-coco", on_gpu=True, num_replicas=2)
+    two = build("frcnn-res50-coco", devices=TWO_GPUS)
     assert two.runtime.distribution_strategy == "mirrored" and two.runtime.num_gpus == 2
     assert two.task.model.norm_activation.use_sync_bn
     assert two.task.train_data.global_batch_size == 4  # batch_size is the global batch
 
 
-def test_batch_must_split_over_the_gpus_and_cpu_has_one_replica():
+def test_batch_must_split_over_the_gpus():
     with pytest.raises(HyperparameterError, match="batch_size 3 does not split evenly over 2"):
-        build("frcnn-res50-coco", "batch_size: 3", on_gpu=True, num_replicas=2)
-    with pytest.raises(ExperimentConfigError, match="num_replicas must be 1 on CPU"):
-        build("frcnn-res50-coco", on_gpu=False, num_replicas=2)
+        build("frcnn-res50-coco", "batch_size: 3", devices=TWO_GPUS)
+    assert build("frcnn-res50-coco", "batch_size: 3").task.train_data.global_batch_size == 3
 
 
 def test_mask_rcnn_needs_masks_and_matching_hyperparameters():
@@ -180,16 +182,42 @@ def test_init_checkpoint_and_modules():
 
 
 def test_model_garden_overrides_apply_last():
-    config = build(
-        "ssd-mobilenet-v2-coco",
+    overrides = (
         "model_garden_overrides:\n"
         "  task.model.anchor.num_scales: 2\n"
         "  runtime.enable_xla: true\n"
-        "  trainer.optimizer_config.optimizer.sgd.momentum: 0.8\n",
+        "  trainer.optimizer_config.optimizer.sgd.momentum: 0.8\n"
     )
+    config = build("ssd-mobilenet-v2-coco", overrides, devices=ONE_GPU)
     assert config.task.model.anchor.num_scales == 2
     assert config.runtime.enable_xla
     assert config.trainer.optimizer_config.optimizer.sgd.momentum == 0.8
+
+
+def test_on_cpu_the_devices_win_over_the_overrides_with_a_log_line():
+    lines = []
+    config = build(
+        "ssd-mobilenet-v2-coco",
+        "model_garden_overrides:\n"
+        "  runtime.enable_xla: true\n"
+        "  runtime.mixed_precision_dtype: float16\n"
+        "  task.train_data.dtype: float16\n",
+        log=lines.append,
+    )
+    runtime = config.runtime
+    assert (runtime.enable_xla, runtime.mixed_precision_dtype) == (False, "float32")
+    assert config.task.train_data.dtype == "float32"
+    assert any("mixed precision float16 turned off" in line for line in lines)
+    assert any("XLA (jit_compile) turned off" in line for line in lines)
+
+
+def test_the_built_config_is_locked_and_its_initial_weights_win_over_overrides():
+    overrides = "model_garden_overrides: {task.init_checkpoint: /elsewhere/ckpt-1}"
+    config = build("ssd-mobilenet-v2-coco", overrides, init_checkpoint="/models/parent/ckpt-100")
+    assert config.task.init_checkpoint == "/models/parent/ckpt-100"
+    assert build("ssd-mobilenet-v2-coco", overrides).task.init_checkpoint == "/elsewhere/ckpt-1"
+    with pytest.raises(ValueError, match="locked"):
+        config.override({"task": {"init_checkpoint": "/other/ckpt-2"}})
 
 
 def test_unknown_override_names_its_path_and_the_keys_there():

@@ -1,5 +1,7 @@
 """Hyperparameters: Onepanel's keys in YAML (or key=value lines), defaults, every error message."""
 
+import time
+
 import pytest
 
 from cvat_kfp.components.training.hyperparameters import (
@@ -261,3 +263,29 @@ def test_overrides_take_dotted_and_nested_keys_and_merge_them():
 def test_conflicting_override_keys_are_errors():
     assert "given twice" in error_for({"model_garden_overrides": {"a.b": 1, "a": {"b": 2}}})
     assert "conflicts" in error_for({"model_garden_overrides": {"a": 1, "a.b": 2}})
+
+
+def alias_bomb(levels: int = 10) -> str:
+    """Each level lists the one before nine times: 9**10 (about 3.5e9) strings once expanded."""
+    lines = [
+        "model_garden_overrides:",
+        "  task.l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]",
+    ]
+    for n in range(1, levels):
+        lines.append(f"  task.l{n}: &l{n} [" + ", ".join([f"*l{n - 1}"] * 9) + "]")
+    return "\n".join(lines)
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once():
+    started = time.monotonic()
+    message = error_for(alias_bomb())
+    assert time.monotonic() - started < 1
+    assert message == (
+        "hyperparameters use the YAML alias *l0 (line 3): aliases and anchors are not accepted, "
+        "as each alias repeats a whole section and a few of them can expand to billions of "
+        "values. Write the values out instead."
+    )
+
+
+def test_aliases_are_refused_in_key_value_lines_too():
+    assert "YAML alias *a (line 1)" in error_for("model_garden_overrides={x: &a [1], y: *a}")

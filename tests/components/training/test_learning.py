@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from cvat_kfp.components.common.label_map import LabelMap
 from cvat_kfp.components.common.synthetic import make_shapes_dataset
-from cvat_kfp.components.convert_to_tfrecord.convert import convert_dataset
+from cvat_kfp.components.convert_to_tfrecord.convert import run_convert_to_tfrecord
 from cvat_kfp.components.training.engine import train
 from cvat_kfp.components.training.experiment import build_experiment_config
 from cvat_kfp.components.training.hyperparameters import parse_hyperparameters
@@ -42,7 +42,7 @@ def shapes_tfrecords(root, split, num_images, seed):
         max_shapes=2,
         seed=seed,
     )
-    convert_dataset(dataset, root / split, split, num_workers=1)
+    run_convert_to_tfrecord(dataset, root / split, split_name=split, num_workers=1)
     return str(root / split / f"{split}-*.tfrecord")
 
 

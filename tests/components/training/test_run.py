@@ -1,10 +1,14 @@
 """run_training, the body of train-tfod and train-maskrcnn: light RetinaNet at 256 px on CPU."""
 
+import contextlib
+import dataclasses
 import json
+import logging
 import tarfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
+from urllib.parse import urlparse
 
 import numpy as np
 import pytest
@@ -13,11 +17,12 @@ from official.core import task_factory
 
 from cvat_kfp.components.common import storage
 from cvat_kfp.components.common.synthetic import make_shapes_dataset
-from cvat_kfp.components.convert_to_tfrecord.convert import convert_dataset
+from cvat_kfp.components.convert_to_tfrecord.convert import run_convert_to_tfrecord
 from cvat_kfp.components.training import engine
 from cvat_kfp.components.training.engine import TrainingInputError
 from cvat_kfp.components.training.experiment import experiment_config_from_yaml
-from cvat_kfp.components.training.run import plan_run, run_training
+from cvat_kfp.components.training.presets import PRESETS
+from cvat_kfp.components.training.run import plan_run, pretrained_weights, run_training
 from tests.gcs_emulator import create_bucket, gcs_emulator, gcs_server  # noqa: F401
 
 from ._training_data import make_tfrecords
@@ -25,6 +30,24 @@ from ._training_data import make_tfrecords
 PRESET = "retinanet-mobilenetv2-light"
 HYPERPARAMETERS = "num_steps: {steps}\nbatch_size: 2\nwarmup_steps: 1"
 METRIC_KEYS = {"AP", "AP50", "AP75", "APs", "APm", "APl", "final_loss"}
+
+
+@contextlib.contextmanager
+def logged_lines(name: str = "cvat_kfp.components.training"):
+    """The messages `name`'s loggers log at INFO and above while the block runs (module fixtures
+    cannot use caplog)."""
+    lines: list[str] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: lines.append(record.getMessage())
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def hyperparameters(steps: int) -> str:
@@ -37,7 +60,9 @@ def make_split(root: Path, split: str, *, classes=None, include_masks=True, seed
     dataset = make_shapes_dataset(
         root / f"{split}_dataset", num_images=4, image_size=(160, 128), seed=seed, **options
     )
-    convert_dataset(dataset, root / split, split, include_masks=include_masks, num_workers=1)
+    run_convert_to_tfrecord(
+        dataset, root / split, split_name=split, include_masks=include_masks, num_workers=1
+    )
     return root / split
 
 
@@ -61,16 +86,15 @@ def two_classes(tmp_path_factory):
 def parent(tfrecords, tmp_path_factory):
     """A 4-step run, evaluated at the end: the Model later tests fine-tune from."""
     model_dir = tmp_path_factory.mktemp("parent") / "model"
-    lines = []
-    result = run_training(
-        component="train_tfod",
-        preset=PRESET,
-        hyperparameters=hyperparameters(4),
-        train_dir=tfrecords.train_dir,
-        val_dir=tfrecords.val_dir,
-        model_dir=model_dir,
-        log=lines.append,
-    )
+    with logged_lines() as lines:
+        result = run_training(
+            tfrecords.train_dir,
+            tfrecords.val_dir,
+            model_dir,
+            component="train_tfod",
+            preset=PRESET,
+            hyperparameters=hyperparameters(4),
+        )
     return SimpleNamespace(result=result, model_dir=model_dir, lines=lines)
 
 
@@ -133,7 +157,7 @@ def test_a_run_writes_the_model_artifact_and_flat_metrics(parent, tfrecords):
     assert set(result.metrics) == METRIC_KEYS
     assert all(isinstance(value, float) for value in result.metrics.values())
 
-    metadata = result.metadata
+    metadata = result.metadata["model"]
     assert json.loads((model_dir / "model.json").read_text()) == metadata
     assert metadata["component"] == "train_tfod" and metadata["preset"] == PRESET
     assert metadata["global_step"] == 4 and metadata["num_classes"] == 3
@@ -156,22 +180,21 @@ def test_a_run_writes_the_model_artifact_and_flat_metrics(parent, tfrecords):
 
 
 def test_fine_tuning_with_the_same_label_map_restores_all_weights(parent, tfrecords, tmp_path):
-    lines = []
-    result = run_training(
-        component="train_tfod",
-        preset=PRESET,
-        hyperparameters=hyperparameters(2),
-        train_dir=tfrecords.train_dir,
-        val_dir=tfrecords.val_dir,
-        model_dir=tmp_path / "model",
-        init_model_dir=parent.model_dir,
-        log=lines.append,
-    )
+    with logged_lines() as lines:
+        result = run_training(
+            tfrecords.train_dir,
+            tfrecords.val_dir,
+            tmp_path / "model",
+            component="train_tfod",
+            preset=PRESET,
+            hyperparameters=hyperparameters(2),
+            init_model_dir=parent.model_dir,
+        )
     log = "\n".join(lines)
     assert "the label maps are identical (3 classes): restoring all weights" in log
     assert "the global step starts at 0 and ends at 2 (the parent stopped at step 4)" in log
     assert (result.train.global_step, result.train.resumed_from_step) == (2, None)
-    lineage = result.metadata["initial_weights"]
+    lineage = result.metadata["model"]["initial_weights"]
     assert lineage["modules"] == "all" and lineage["checkpoint"].startswith("best/best_ckpt-")
     assert lineage["checkpoint_step"] == 4
     assert (lineage["preset"], lineage["global_step"]) == (PRESET, 4)
@@ -212,12 +235,12 @@ def test_train_and_val_with_different_label_maps_are_refused(
 ):
     with pytest.raises(TrainingInputError, match="different label maps") as error:
         run_training(
+            tfrecords.train_dir,
+            two_classes.val_dir,
+            tmp_path / "model",
             component="train_tfod",
             preset=PRESET,
             hyperparameters="",
-            train_dir=tfrecords.train_dir,
-            val_dir=two_classes.val_dir,
-            model_dir=tmp_path / "model",
         )
     assert "'triangle'" in str(error.value)
 
@@ -230,12 +253,12 @@ def test_train_maskrcnn_refuses_boxes_without_masks_at_once(tmp_path, no_model_b
     started = time.monotonic()
     with pytest.raises(ValueError, match="masks") as error:
         run_training(
+            boxes.train_dir,
+            boxes.val_dir,
+            tmp_path / "model",
             component="train_maskrcnn",
             preset="maskrcnn-mobilenetv2-light",
             hyperparameters="",
-            train_dir=boxes.train_dir,
-            val_dir=boxes.val_dir,
-            model_dir=tmp_path / "model",
         )
     assert time.monotonic() - started < 5
     assert "train_tfod" in str(error.value)
@@ -299,3 +322,37 @@ def test_a_pretrained_checkpoint_without_the_modules_is_refused(pretrained, tfre
         plan(tfrecords, tmp_path / "scratch", pretrained_checkpoint_uri=prefix)
     with pytest.raises(TrainingInputError, match="no TensorFlow checkpoint"):
         plan(tfrecords, tmp_path / "scratch", pretrained_checkpoint_uri=str(tmp_path / "none"))
+
+
+@pytest.mark.parametrize("preset", PRESETS.values(), ids=lambda p: p.name)
+def test_each_presets_checkpoint_is_fetched_without_google_credentials(
+    preset, http_files, monkeypatch, tmp_path
+):
+    """Model Garden's published archives over https, here served at their path by a stand-in."""
+    import google.auth
+
+    def no_credentials(*args, **kwargs):
+        raise AssertionError("Google credentials were looked for")
+
+    monkeypatch.setattr(google.auth, "default", no_credentials)
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    published = urlparse(preset.pretrained_checkpoint)
+    assert (published.scheme, published.netloc) == ("https", "storage.googleapis.com")
+    assert published.path.startswith("/tf_model_garden/vision/")
+
+    modules = {name: tf.Module() for name in preset.pretrained_modules}
+    for module in modules.values():
+        module.kernel = tf.Variable(tf.ones([3, 3]))
+    folder = tmp_path / "ckpt"
+    tf.train.Checkpoint(**modules).write(str(folder / "ckpt-28080"))
+    archive = http_files.root / published.path.lstrip("/")
+    archive.parent.mkdir(parents=True)
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname=Path(published.path).name.split(".")[0])
+    served = dataclasses.replace(preset, pretrained_checkpoint=http_files.url(published.path[1:]))
+
+    lines = []
+    weights = pretrained_weights("preset", served, tmp_path / "scratch", lines.append)
+    assert weights.checkpoint.endswith("/ckpt-28080")
+    assert weights.modules == list(preset.pretrained_modules)
+    assert http_files.paths == [f"GET {published.path}"]

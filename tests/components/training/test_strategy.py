@@ -97,3 +97,40 @@ def test_cpu_plan_gets_the_default_strategy_and_float32_policy():
 def test_one_device_plan_gets_a_one_device_strategy():
     strategy = create_strategy(DevicePlan(("/cpu:0",)))  # a CPU stands in for the GPU
     assert isinstance(strategy, tf.distribute.OneDeviceStrategy)
+
+
+def test_an_older_driver_than_555_is_refused_when_gpus_are_visible():
+    with pytest.raises(DeviceError) as error:
+        plan_devices(gpus=TWO_GPUS, driver_version=lambda: "535.183.01")
+    message = str(error.value)
+    assert "driver is 535.183.01" in message and "555 or newer" in message
+    assert "minor-version compatibility" in message and "PTX" in message
+    assert "num_clones: 0" in message
+    with pytest.raises(DeviceError, match="driver is 525.60.13"):
+        plan_devices(1, gpus=TWO_GPUS, driver_version=lambda: "525.60.13")
+
+
+def test_a_recent_or_unreadable_driver_passes_and_cpu_plans_do_not_ask():
+    for version in ("555.42.06", "570.86.15", None):
+        assert plan_devices(gpus=TWO_GPUS, driver_version=lambda v=version: v).num_gpus == 2
+
+    def not_asked():
+        raise AssertionError("the driver was queried for a CPU plan")
+
+    assert plan_devices(0, gpus=TWO_GPUS, driver_version=not_asked) == DevicePlan()
+    assert plan_devices(gpus=[], driver_version=not_asked) == DevicePlan()
+
+
+def test_the_driver_version_is_read_from_nvidia_smi_without_nvml(monkeypatch, tmp_path):
+    from cvat_kfp.components.training import strategy
+
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text("#!/bin/sh\necho 550.54.15\necho 550.54.15\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(strategy, "_nvml_driver_version", lambda: None)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert strategy.nvidia_driver_version() == "550.54.15"
+    with pytest.raises(DeviceError, match="driver is 550.54.15"):
+        plan_devices(gpus=["/gpu:0"])
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
+    assert strategy.nvidia_driver_version() is None

@@ -7,7 +7,7 @@ import pytest
 
 from cvat_kfp.components.common.report import ReportError
 from cvat_kfp.components.export_annotations.builder import DatasetBuilder
-from cvat_kfp.components.export_annotations.export import export_annotations
+from cvat_kfp.components.export_annotations.export import run_export_annotations
 from cvat_kfp.components.export_annotations.readers import mot
 
 from ._formats_helpers import (
@@ -170,7 +170,9 @@ def test_a_mot_zip_without_seqinfo_is_one_group_named_after_the_archive(tmp_path
             zf.write(path, path.relative_to(folder).as_posix())
 
     runs = [
-        export_annotations(tmp_path / f"out{n}", source=str(archive), work_dir=tmp_path)
+        run_export_annotations(
+            tmp_path / f"out{n}", tmp_path / f"report{n}.md", source=str(archive)
+        )
         for n in (1, 2)
     ]
 

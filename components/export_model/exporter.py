@@ -75,10 +75,9 @@ class ExportError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class ExportResult:
-    output_dir: Path
-    metadata: dict[str, Any]
-    model_card_markdown: str
+class ExportModelResult:
+    output_dir: Path  # the exported model directory
+    metadata: dict[str, dict[str, Any]]  # keyed by the face's output: exported_model
 
 
 def classes_csv(label_map: LabelMap) -> str:
@@ -91,19 +90,23 @@ def classes_csv(label_map: LabelMap) -> str:
     return out.getvalue()
 
 
-def export_model_dir(
+def run_export_model(
     model_dir: str | os.PathLike,
-    output_dir: str | os.PathLike,
+    exported_model_dir: str | os.PathLike,
+    model_card_path: str | os.PathLike,
+    evaluation_dir: str | os.PathLike | None = None,
+    *,
+    test_metrics: dict | None = None,
     checkpoint: str = "best",
     tflite: str = "auto",
     destination_uri: str = "",
-    test_metrics: dict | None = None,
-    log: Log | None = None,
-    evaluation_dir: str | os.PathLike | None = None,
-) -> ExportResult:
-    """Export the trained Model at `model_dir` into `output_dir` (see the module docstring);
-    the score thresholds from `evaluation_dir` (evaluate-model's evaluation) when given."""
-    log = log or logger.info
+) -> ExportModelResult:
+    """Export the trained Model at `model_dir` into `exported_model_dir` (see the module
+    docstring); the model card also goes to `model_card_path`. `evaluation_dir`: evaluate-model's
+    evaluation, whose score thresholds go into export.json and the card. `test_metrics`:
+    evaluate-model's metrics (name -> value) for the card."""
+    log = logger.info
+    output_dir = Path(exported_model_dir)
     tflite = (tflite or "auto").strip().lower()
     if tflite not in TFLITE_CHOICES:
         raise ExportError(f"tflite must be one of {', '.join(TFLITE_CHOICES)}; got {tflite!r}")
@@ -114,7 +117,6 @@ def export_model_dir(
             thresholds = evaluation_thresholds(evaluation_dir, trained.label_map.names)
         except ThresholdsError as error:
             raise ExportError(str(error)) from None
-    output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     if any(output_dir.iterdir()):
         raise ExportError(f"{output_dir} is not empty: export-model writes into an empty directory")
@@ -138,6 +140,8 @@ def export_model_dir(
         metadata[EXPORT_KEY] = thresholds
     card = model_card_markdown(trained, metadata, test_metrics)
     (output_dir / MODEL_CARD_FILE).write_text(card, encoding="utf-8")
+    Path(model_card_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(model_card_path).write_text(card, encoding="utf-8")
     (output_dir / EXPORT_METADATA_FILE).write_text(
         json.dumps(metadata, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"
     )
@@ -145,7 +149,7 @@ def export_model_dir(
         metadata["destination_uri"] = copy_to_destination(
             output_dir, destination_uri, metadata["export_id"], log
         )
-    return ExportResult(output_dir, metadata, card)
+    return ExportModelResult(output_dir, {"exported_model": metadata})
 
 
 def save_serving_module(module, saved_model_dir: Path) -> None:
