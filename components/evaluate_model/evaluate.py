@@ -185,7 +185,7 @@ def evaluate(
         in_use = calibrated
     else:
         in_use = dict.fromkeys(calibrated, score_threshold)
-    score_f1 = _test_f1(split, predictions, calibrated, in_use, score_threshold)
+    score_f1 = _test_f1(split, predictions, calibrated, in_use)
     metrics[F1_DEFAULT_METRIC] = score_f1["mean_f1_default"]
     if val is not None:
         metrics[F1_CALIBRATED_METRIC] = score_f1["mean_f1_calibrated"]
@@ -410,7 +410,7 @@ def image_objects(split: Split, predictions: list[ImagePredictions]) -> list[Ima
     return found
 
 
-def _test_f1(split, predictions, calibrated: dict, in_use: dict, score_threshold) -> dict:
+def _test_f1(split, predictions, calibrated: dict, in_use: dict) -> dict:
     """The test split's per-class precision, recall and F1 at box IoU .5 (the calibration's
     matching) at the calibrated thresholds and at the single default, and their means."""
     outcomes = class_outcomes(image_objects(split, predictions), len(split.label_map))

@@ -204,14 +204,15 @@ def calibrate(
 def mean_f1(
     outcomes: Mapping[int, ClassOutcomes], thresholds: Mapping[int, float]
 ) -> tuple[float, dict[int, OperatingPoint]]:
-    """Mean F1 over the classes with objects (a class with none has no recall to weigh), and
-    each class's counts, at the given per-class thresholds."""
+    """Mean F1 over the classes with objects (a class with none has no recall to weigh; -1, as
+    COCO's "no ground truth", when none has), and each class's counts, at the given per-class
+    thresholds."""
     points = {}
     for class_id, found in outcomes.items():
         tp, det = found.counts_at(thresholds[class_id])
         points[class_id] = OperatingPoint(tp, det, found.num_objects)
     scored = [p.f1 for p in points.values() if p.num_objects]
-    return (float(np.mean(scored)) if scored else float("nan")), points
+    return (float(np.mean(scored)) if scored else -1.0), points
 
 
 def thresholds_json(

@@ -135,6 +135,7 @@ def test_mean_f1_over_classes_with_objects_at_given_thresholds():
     assert points[B].detections == 0 and points[3].detections == 1
     calibrated, _ = mean_f1(found, {A: 0.6, B: 0.35, 3: 0.5})
     assert calibrated == pytest.approx((1.0 + 2 / 3) / 2)
+    assert mean_f1({3: found[3]}, {3: 0.5})[0] == -1.0  # no class with objects: COCO's n/a
 
 
 def test_the_file_round_trips_and_bad_files_are_named(tmp_path):
