@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dirs", nargs="*", type=Path, help="local pipeline run folders")
     parser.add_argument("--demo", choices=("maskrcnn", "retinanet"), help="run the demo first")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--work-dir", type=Path, default=Path("bench_out/score_thresholds"))
+    parser.add_argument("--work-dir", type=Path, default=Path("bench/out/score_thresholds"))
     args = parser.parse_args(argv)
     runs = [(str(d), d, {}) for d in args.run_dirs]
     if args.demo:
