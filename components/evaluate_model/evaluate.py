@@ -445,11 +445,11 @@ def _test_f1(split, predictions, calibrated: dict, in_use: dict) -> dict:
 def _report_thresholds(calibration: dict, score_f1: dict, score_threshold: float) -> dict:
     """What the report says of the thresholds: which were used, how each was chosen."""
     if score_threshold == CALIBRATED and calibration["split"] is None:
-        used = f"score &ge; {DEFAULT_SCORE_THRESHOLD:g} for every class (no val split given)"
+        used = f"with score &ge; {DEFAULT_SCORE_THRESHOLD:g} for every class (no val split given)"
     elif score_threshold == CALIBRATED:
-        used = "each class's score threshold, calibrated on the val split (table below)"
+        used = "at or above their class's score threshold, calibrated on the val split (below)"
     else:
-        used = f"score &ge; {score_threshold:g} for every class (score_threshold)"
+        used = f"with score &ge; {score_threshold:g} for every class (score_threshold)"
     return {"used": used, "calibration": calibration, "test": score_f1}
 
 

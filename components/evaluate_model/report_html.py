@@ -103,7 +103,7 @@ def render_report(
         "<h2>Score thresholds</h2>",
         _thresholds_section(thresholds),
         "<h2>Confusion matrix</h2>",
-        f"<p class='note'>Detections at {thresholds['used']}, per image in "
+        f"<p class='note'>Detections {thresholds['used']}, per image in "
         "descending score order, each matched to the unmatched ground-truth object it overlaps "
         f"most if the box IoU is &ge; {iou_threshold:g}, whatever the classes (a wrong class is "
         "a confusion). Unmatched objects are misses (predicted background), unmatched "
@@ -113,7 +113,7 @@ def render_report(
         f"<h2>Test images ({len(images)})</h2>",
         "<p class='note'>Most errors first (misses + false detections + confusions at the "
         "thresholds above). Dashed black and white: ground truth (mask outlined). "
-        f" Solid, coloured by class: predictions at {thresholds['used']}, "
+        f" Solid, coloured by class: predictions {thresholds['used']}, "
         "labelled with class and score.</p>",
         "<div class='grid'>",
         *(_image_figure(item, label_map) for item in images),
@@ -160,7 +160,8 @@ def _thresholds_section(thresholds: dict) -> str:
     mean_default = _fmt(float(test["mean_f1_default"]))
     mean_calibrated = _fmt(float(test["mean_f1_calibrated"]))
     return (
-        f"<p class='note'>The confusion matrix and the drawn images count {thresholds['used']}. "
+        f"<p class='note'>The confusion matrix and the drawn images count the detections "
+        f"{thresholds['used']}. "
         "A class's calibrated threshold is the score of highest F1 on the val split (box IoU "
         f"&ge; {test['iou_threshold']:g}, one class at a time; ties: the higher precision); a "
         f"class without val objects, or without a matching detection there, keeps {default}. "
