@@ -57,6 +57,7 @@ bench: $(INSTALLED)
 	$(BIN)/python bench/convert_to_tfrecord.py
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/export_model.py
+	$(BIN)/python bench/preannotate.py
 
 # Regenerates the transitive pin list from a clean resolve of setup.cfg.
 lock:

@@ -29,6 +29,7 @@ The benchmark reports; it does not fail.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import statistics
 import sys
@@ -60,11 +61,13 @@ def test_images(model_dir: Path, sizes: list[tuple[int, int]]) -> dict[str, list
     import numpy as np
     import tensorflow as tf
 
-    files = sorted(str(p) for p in (model_dir.parent / "test").glob("*.tfrecord"))
+    from cvat_kfp.components.common import tfrecords
+
+    split = tfrecords.read_tfrecords(model_dir.parent / "test")
     images = []
-    for record in tf.data.TFRecordDataset(files).take(4):
-        feature = tf.train.Example.FromString(record.numpy()).features.feature
-        images.append(tf.io.decode_image(feature["image/encoded"].bytes_list.value[0]).numpy())
+    for where, record in itertools.islice(split.records(), 4):
+        example = tfrecords.parse_example(record, where)
+        images.append(tfrecords.decode_image(example.encoded, where))
     out = {}
     for width, height in sizes:
         out[f"{width}x{height}"] = [

@@ -63,7 +63,9 @@ def cached_tfrecords(data_root: Path, num_images: int, width: int, height: int) 
     """Train TFRecords (with masks) of `num_images` shapes images, made once; manifest last."""
     out_dir = data_root / f"shapes_{num_images}_{width}x{height}"
     tfrecords = out_dir / "train"
-    if (tfrecords / "manifest.json").is_file():
+    from cvat_kfp.components.common.tfrecords import MANIFEST_FILE
+
+    if (tfrecords / MANIFEST_FILE).is_file():
         return tfrecords
     from cvat_kfp.components.common.synthetic import make_shapes_dataset
     from cvat_kfp.components.convert_to_tfrecord.convert import run_convert_to_tfrecord

@@ -38,6 +38,7 @@ FALLBACK_LOG_LINES = 15  # shown when a stage died without a Python traceback (k
 LOCAL_INPUTS = {
     "source": "a CVAT export (folder, .zip or .tar.gz)",
     "init_model_uri": "an earlier run's `model` folder",
+    "predictions_uri": "a preannotate step's `predictions` folder",
 }
 
 

@@ -11,6 +11,7 @@ PIPELINES = {
     "dataset_preparation": "cvat_kfp.pipelines.dataset_preparation:dataset_preparation",
     "tfod_training": "cvat_kfp.pipelines.tfod_training:tfod_training",
     "maskrcnn_training": "cvat_kfp.pipelines.maskrcnn_training:maskrcnn_training",
+    "correction_report": "cvat_kfp.pipelines.correction_report:correction_report",
 }
 
 

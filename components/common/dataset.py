@@ -2,9 +2,12 @@
 
 `annotations.json` has `images`, `annotations` and `categories`; category ids are 1..N with no
 gaps (0 is background); `segmentation` holds polygons or RLE; `bbox` and `area` are in pixels.
-Image fields we own beside COCO's: `subset` (the CVAT subset, if any) and `group` (what must not be
-split apart: a video, a track, a source task). Any other top-level key (`info`, `licenses`, ...)
-is carried through untouched.
+Image fields we own beside COCO's: `subset` (the CVAT subset, if any), `group` (what must not be
+split apart: a video, a track, a source task) and `frame` (the image's CVAT frame number, when the
+export says it). Annotation fields we own: `source`, how the shape came to be as CVAT records it
+("manual", "auto" for uploaded predictions, "semi-auto" for those a person then edited, "file",
+...; CVAT XML exports carry it). Any other top-level key (`info`, `licenses`, ...) is carried
+through untouched.
 """
 
 from __future__ import annotations
@@ -277,6 +280,8 @@ def _image_problems(image: dict, where: str) -> list[str]:
     for key in ("subset", "group"):
         if key in image and image[key] is not None and not isinstance(image[key], str):
             problems.append(f"{where}: {key} {image[key]!r} must be a string")
+    if "frame" in image and not (_is_int(image["frame"]) and image["frame"] >= 0):
+        problems.append(f"{where}: frame {image['frame']!r} must be a non-negative integer")
     return problems
 
 
@@ -291,6 +296,8 @@ def _annotation_problems(ann: dict, image: dict | None, where: str) -> list[str]
         problems.append(f"{where}: area {ann['area']!r} must be a non-negative number")
     if not (_is_int(ann.get("iscrowd", 0)) and ann.get("iscrowd", 0) in (0, 1)):
         problems.append(f"{where}: iscrowd {ann.get('iscrowd')!r} must be 0 or 1")
+    if "source" in ann and not (isinstance(ann["source"], str) and ann["source"]):
+        problems.append(f"{where}: source {ann['source']!r} must be a non-empty string")
     segmentation = ann.get("segmentation")
     if segmentation in (None, [], {}):
         return problems

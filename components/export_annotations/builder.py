@@ -92,12 +92,14 @@ class DatasetBuilder:
         height: int | None = None,
         subset: str | None = None,
         group: str | None = None,
+        frame: int | None = None,
         location: str = "",
         looked_for: str = "",
     ) -> int:
         """Register an image file; returns its id. `width`/`height` are the annotation's view of
         the image (None: take them from the file); `file_name` is its name inside the Dataset;
-        `looked_for` says where the reader looked when `source` is not there."""
+        `looked_for` says where the reader looked when `source` is not there; `frame` is the
+        image's CVAT frame number, when the export says it."""
         image_id = len(self._images) + 1
         record = {
             "id": image_id,
@@ -110,6 +112,8 @@ class DatasetBuilder:
         group = group if group not in (None, "") else self.default_group
         if group not in (None, ""):
             record["group"] = str(group)
+        if frame is not None:
+            record["frame"] = int(frame)
         pending = _PendingImage(record, Path(source), location or file_name, looked_for=looked_for)
         self._images[image_id] = pending
         return image_id
@@ -209,7 +213,8 @@ class DatasetBuilder:
         return self._add(image_id, label, None, rle, None, **kwargs)
 
     def _add(self, image_id, label, bbox, segmentation, area, *, iscrowd: int = 0,
-             attributes: dict | None = None, location: str = "") -> int:  # fmt: skip
+             attributes: dict | None = None, source: str = "",
+             location: str = "") -> int:  # fmt: skip
         if isinstance(segmentation, dict):
             encoded = _encoded_rle(segmentation)
             bbox = [float(v) for v in mask_utils.toBbox(encoded)]
@@ -228,6 +233,8 @@ class DatasetBuilder:
         }
         if attributes:
             annotation["attributes"] = attributes
+        if source:
+            annotation["source"] = source
         self._annotations[annotation_id] = annotation
         self._images[image_id].annotation_ids.append(annotation_id)
         return annotation_id

@@ -32,7 +32,9 @@ def export_annotations(
             Leave empty to pull from `cvat_url`.
         annotation_format: "auto" (detected from the files) or a CVAT format name: COCO 1.0,
             CVAT for images 1.1, CVAT for video 1.1, YOLO 1.1, PASCAL VOC 1.1, LabelMe 3.0,
-            Segmentation mask 1.1, MOT 1.1, TFRecord 1.0.
+            Segmentation mask 1.1, MOT 1.1, TFRecord 1.0. From a server: the format the export
+            is requested in ("auto": COCO 1.0; "CVAT for images 1.1" keeps each shape's source,
+            which measure-corrections needs).
         cvat_url: CVAT server URL (e.g. https://app.cvat.ai) to export the ids below from;
             ignored beside a source. Credentials come from the CVAT_ACCESS_TOKEN or
             CVAT_USERNAME/CVAT_PASSWORD environment variables (a Secret).

@@ -1,8 +1,8 @@
 """export-annotations: whatever a team has in CVAT becomes one validated Dataset directory.
 
 The source is a CVAT export (folder or archive; local, gs:// or https://) or a CVAT server
-(tasks, projects, jobs, exported as COCO 1.0 with images). Several server exports merge into one
-Dataset: classes by name, file names kept apart by a per-source folder.
+(tasks, projects, jobs, exported with images as COCO 1.0 or the format asked for). Several server
+exports merge into one Dataset: classes by name, file names kept apart by a per-source folder.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from pathlib import Path
 from ..common.dataset import Dataset
 from ..common.report import Report, ReportError
 from .builder import STAGE, DatasetBuilder
-from .formats import AUTO, read_export
+from .formats import AUTO, read_export, resolve_format
+
+SERVER_FORMAT = "COCO 1.0"  # what a server export is requested as by default
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,7 @@ def run_export_annotations(
                     builder,
                     scratch,
                     cvat_url,
+                    annotation_format,
                     dict(task_ids=task_ids, project_ids=project_ids, job_ids=job_ids),
                     completed_jobs_only=completed_jobs_only,
                     group_by_task=group_by_task,
@@ -128,12 +131,22 @@ def _read_source(builder, scratch: Path, source: str, format_name: str):
     return read_as, [label]
 
 
-def _read_server_exports(builder, scratch, cvat_url, ids, *, completed_jobs_only, group_by_task):
+def _read_server_exports(
+    builder, scratch, cvat_url, format_name, ids, *, completed_jobs_only, group_by_task
+):
     from .cvat_server import export_from_cvat
     from .sources import fetch_source
 
+    # COCO 1.0 unless asked otherwise: "CVAT for images 1.1" carries each shape's `source`.
+    format_name = (
+        SERVER_FORMAT if format_name.strip().lower() == AUTO else resolve_format(format_name)
+    )
     exports = export_from_cvat(
-        cvat_url, scratch / "downloads", completed_jobs_only=completed_jobs_only, **ids
+        cvat_url,
+        scratch / "downloads",
+        completed_jobs_only=completed_jobs_only,
+        format_name=format_name,
+        **ids,
     )
     for index, export in enumerate(exports):
         root = fetch_source(str(export.archive), scratch / f"export-{index}")
@@ -141,7 +154,7 @@ def _read_server_exports(builder, scratch, cvat_url, ids, *, completed_jobs_only
         # group per task would leave a one-task export nothing to split.
         builder.default_group = export.group if group_by_task else None
         builder.file_prefix = Path(export.archive).stem if len(exports) > 1 else ""
-        read_export(root, builder, "COCO 1.0")
-        builder.report.note("read", f"{export.resource}: read as COCO 1.0", cvat_url)
+        read_export(root, builder, format_name)
+        builder.report.note("read", f"{export.resource}: read as {format_name}", cvat_url)
     builder.default_group, builder.file_prefix = None, ""
-    return "COCO 1.0", [f"{cvat_url} {export.resource}" for export in exports]
+    return format_name, [f"{cvat_url} {export.resource}" for export in exports]

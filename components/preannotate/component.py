@@ -27,7 +27,9 @@ def preannotate(
 
     Args:
         exported_model: The exported model (export-model).
-        predictions: The predictions as a COCO file (predictions.json), uploaded or not.
+        predictions: The predictions as a COCO file (predictions.json), uploaded or not; once
+            uploaded, uploaded_shapes.json: each shape created, with the id CVAT gave it, its
+            frame, label and points (what measure-corrections compares the reviewed task with).
         report: Frames, shapes per label, what was skipped and why.
         cvat_url: The CVAT server, e.g. https://cvat.example.com (credentials go in the Secret).
         task_id: The CVAT task id to pre-annotate (a number; a string so that pipelines can

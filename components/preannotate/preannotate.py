@@ -8,7 +8,13 @@ follows unless dry_run.
 The steps, each a function handing a small frozen dataclass to the next: the task's labels matched
 to the model's (`match_labels`), the frames to predict (`list_frames`), each frame's detections
 turned into shapes (`predict`, through shapes.detections_to_shapes), predictions.json
-(`write_predictions`), the upload (`upload`), then the metadata and the report.
+(`write_predictions`), the upload (`upload`, which records the id CVAT gave each shape it created
+in uploaded_shapes.json, for measure-corrections), then the metadata and the report.
+
+Frames: an image task's frames come in CVAT's chunks (a zip of chunk_size frame files, one
+request each; `_frame_images`), a video task's one frame per request (its chunks are video
+files); either way a background thread fetches and decodes ahead of the model, a few frames at
+most (`PREFETCH_FRAMES`), so that the network and decoding overlap inference.
 
 Shapes: boxes become rectangles; with a mask model, masks become polygons (one per connected
 part; the parts of one instance share a CVAT group) or CVAT masks. A task label of a fixed type
@@ -18,12 +24,17 @@ part; the parts of one instance share a CVAT group) or CVAT masks. A task label 
 
 from __future__ import annotations
 
+import contextlib
 import io
+import itertools
 import json
 import logging
+import queue
 import re
+import threading
+import zipfile
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -49,11 +60,13 @@ from .shapes import NO_SHAPE_TYPE, Shape, detections_to_shapes
 logger = logging.getLogger(__name__)
 
 PREDICTIONS_FILE = "predictions.json"
+UPLOADED_SHAPES_FILE = "uploaded_shapes.json"  # what was uploaded, with CVAT's ids
 MASK_FORMATS = ("polygon", "mask")
 UNKNOWN_LABELS = ("error", "skip")
 EXISTING_ANNOTATIONS = ("append", "replace")
 SHAPE_LABEL_TYPES = ("any", "rectangle", "polygon", "mask")
 SOURCE = "auto"
+PREFETCH_FRAMES = 16  # decoded frames waiting for the model, besides the chunk being read
 
 
 @dataclass(frozen=True)
@@ -181,13 +194,18 @@ def run_preannotate(
         logger.info(
             f"{resource} ({task.name!r}): {len(task_frames.frames)} frame(s) to predict"
             + (f", {task_frames.deleted} deleted frame(s) left out" if task_frames.deleted else "")
-            + f"; {mode}"
+            + f", {_fetching(task_frames)}; {mode}"
         )
         predictions = predict(call, task_frames, predictor, labels, options)
         write_predictions(
             Path(predictions_dir), task_frames, predictions, predictor.label_map, options
         )
-        requests = 0 if options.dry_run else upload(call, task_frames, predictions, labels, options)
+        uploaded = None
+        if not options.dry_run:
+            uploaded = upload(call, task_frames, predictions, labels, options)
+            write_uploaded_shapes(
+                Path(predictions_dir), redact_url(cvat_url), task_frames, uploaded, options
+            )
     outcome = _Outcome(
         redact_url(cvat_url),
         options,
@@ -196,7 +214,7 @@ def run_preannotate(
         predictor.has_masks,
         labels,
         predictions,
-        requests,
+        uploaded,
     )
     report_path = Path(report_path)
     report_path.parent.mkdir(parents=True, exist_ok=True)
@@ -286,10 +304,20 @@ class _TaskFrames:
     resource: str  # "task 7", as messages name it
     frames: tuple[_Frame, ...]  # to predict, in order
     deleted: int  # frames left out because they are deleted in the task
+    chunk_size: int = 0  # frames per chunk when they are fetched in chunks; 0: one per request
+    per_frame_reason: str = ""  # why they are fetched one per request
+
+    @property
+    def chunks(self) -> int:
+        """The requests fetching the frames: chunks, or frames one by one."""
+        if not self.chunk_size:
+            return len(self.frames)
+        return len({frame.index // self.chunk_size for frame in self.frames})
 
 
 def list_frames(task, meta, resource: str) -> _TaskFrames:
-    """The task's frames that are not deleted, named and sized as its data meta says."""
+    """The task's frames that are not deleted, named and sized as its data meta says, and how
+    they are fetched."""
     size = task.size or 0
     infos = list(meta.frames or [])
     deleted_indices = set(meta.deleted_frames or [])
@@ -308,7 +336,29 @@ def list_frames(task, meta, resource: str) -> _TaskFrames:
         frames.append(_Frame(index, name, int(info.width), int(info.height)))
     if not frames:
         raise ValueError(f"{resource} has no frames to pre-annotate (all deleted or none)")
-    return _TaskFrames(task, resource, tuple(frames), deleted)
+    chunk_size, reason = _chunking(task, meta)
+    return _TaskFrames(task, resource, tuple(frames), deleted, chunk_size, reason)
+
+
+def _fetching(task: _TaskFrames) -> str:
+    """How the frames are fetched, in words."""
+    if task.chunk_size:
+        return f"fetched in {task.chunks} chunk(s) of up to {task.chunk_size} frames"
+    return f"fetched one per request ({task.per_frame_reason})"
+
+
+def _chunking(task, meta) -> tuple[int, str]:
+    """(frames per chunk, "") when the original-quality chunks are zips of the frame files, as
+    CVAT serves an image task's; else (0, why frames are fetched one by one)."""
+    chunk_type = getattr(task, "data_original_chunk_type", None)
+    if chunk_type != "imageset":
+        return 0, f"its original chunks are {chunk_type or 'of no known type'}, not image sets"
+    if str(getattr(task, "dimension", None) or "2d") != "2d":
+        return 0, f"a {task.dimension} task"
+    chunk_size = int(getattr(meta, "chunk_size", None) or task.data_chunk_size or 0)
+    if chunk_size < 1:
+        return 0, "the data meta gives no chunk size"
+    return chunk_size, ""
 
 
 # --- predicting ---------------------------------------------------------------------------------
@@ -339,37 +389,125 @@ def predict(
     shape_types = labels.shape_types
     kept, skipped, below_threshold, resized_frames = [], Counter(), 0, 0
     total = len(task.frames)
-    for n, frame in enumerate(task.frames, start=1):
-        image = _frame_image(call, task, frame)
-        if image.shape[:2] != (frame.height, frame.width):
-            resized_frames += 1
-        found = detections_to_shapes(
-            predictor.predict(image),
-            frame.width,
-            frame.height,
-            shape_types,
-            options.thresholds.by_label,
-        )
-        below_threshold += found.below_threshold
-        for left_out in found.skipped:
-            reason = left_out.reason
-            if reason == NO_SHAPE_TYPE:
-                why = labels.unmatched.get(left_out.label, "unknown")
-                reason = f"label {left_out.label!r}: {why}"
-            skipped[reason] += 1
-        kept += [_Prediction(frame.index, shape) for shape in found.shapes]
-        if n % options.batch_size == 0 or n == total:
-            logger.info(
-                f"{task.resource}: predicted {n} of {total} frame(s), "
-                f"{len(kept)} prediction(s) kept"
+    # closed on any way out, so that a model failure stops the fetching thread at once
+    with contextlib.closing(_prefetched(_frame_images(call, task))) as images:
+        for n, (frame, image) in enumerate(images, start=1):
+            if image.shape[:2] != (frame.height, frame.width):
+                resized_frames += 1
+            found = detections_to_shapes(
+                predictor.predict(image),
+                frame.width,
+                frame.height,
+                shape_types,
+                options.thresholds.by_label,
             )
+            below_threshold += found.below_threshold
+            for left_out in found.skipped:
+                reason = left_out.reason
+                if reason == NO_SHAPE_TYPE:
+                    why = labels.unmatched.get(left_out.label, "unknown")
+                    reason = f"label {left_out.label!r}: {why}"
+                skipped[reason] += 1
+            kept += [_Prediction(frame.index, shape) for shape in found.shapes]
+            if n % options.batch_size == 0 or n == total:
+                logger.info(
+                    f"{task.resource}: predicted {n} of {total} frame(s), "
+                    f"{len(kept)} prediction(s) kept"
+                )
     return _Predictions(tuple(kept), skipped, below_threshold, resized_frames)
+
+
+def _frame_images(call: CvatCaller, task: _TaskFrames) -> Iterator[tuple[_Frame, np.ndarray]]:
+    """Each frame to predict with its image, in order: chunk by chunk, else frame by frame."""
+    if not task.chunk_size:
+        for frame in task.frames:
+            yield frame, _frame_image(call, task, frame)
+        return
+    for number, frames in itertools.groupby(task.frames, lambda f: f.index // task.chunk_size):
+        members = _chunk_members(call, task, number)
+        for frame in frames:
+            yield frame, _decode_frame(members[frame.index % task.chunk_size], task, frame)
+
+
+def _chunk_members(call: CvatCaller, task: _TaskFrames, number: int) -> list[bytes]:
+    """The frame files of chunk `number` at original quality, in frame order.
+
+    CVAT's chunk of an image task is a zip of the chunk's frames, `000000.jpg`, `000001.png`,
+    ... in order (cvat-sdk's TaskDataset reads its members by position too), holding every frame
+    of the chunk, deleted ones included.
+    """
+    first = number * task.chunk_size
+    last = min(first + task.chunk_size, task.task.size) - 1
+    what = f"download chunk {number} (frames {first}-{last}) of {task.resource}"
+
+    def download() -> bytes:
+        buffer = io.BytesIO()  # a fresh one for each attempt
+        task.task.download_chunk(number, buffer, quality="original")
+        return buffer.getvalue()
+
+    data = call(what, download, resource=task.resource)
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            files = [info for info in archive.infolist() if not info.is_dir()]
+            if len(files) != last - first + 1:
+                raise ValueError(
+                    f"it holds {len(files)} file(s) for its {last - first + 1} frame(s)"
+                )
+            return [archive.read(info) for info in files]
+    except (zipfile.BadZipFile, ValueError) as error:
+        raise CvatServerError(
+            f"chunk {number} (frames {first}-{last}) of {task.resource} is not the zip of "
+            f"frames CVAT serves for an image task ({len(data):,} bytes): {error}"
+        ) from None
+
+
+def _prefetched(items: Iterator, depth: int = PREFETCH_FRAMES) -> Iterator:
+    """`items`, produced by a background thread up to `depth` ahead of the consumer; its
+    exceptions are raised here. Stopping early (or an error here) stops the thread."""
+    ahead: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+    end = object()
+
+    def put(entry) -> bool:
+        while not stop.is_set():
+            try:
+                ahead.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+            put((end, None))
+        except BaseException as error:  # handed to the consumer, which raises it
+            put((None, error))
+
+    thread = threading.Thread(target=produce, name="preannotate-frames", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = ahead.get()
+            if error is not None:
+                raise error
+            if item is end:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)  # at most one request or decode; the thread is a daemon
 
 
 def _frame_image(call: CvatCaller, task: _TaskFrames, frame: _Frame) -> np.ndarray:
     what = f"download frame {frame.index} of {task.resource}"
     get = partial(task.task.get_frame, frame.index, quality="original")
-    data = call(what, get, resource=task.resource).read()
+    return _decode_frame(call(what, get, resource=task.resource).read(), task, frame)
+
+
+def _decode_frame(data: bytes, task: _TaskFrames, frame: _Frame) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as image:
             # CVAT shows (and annotates) images turned by their EXIF orientation
@@ -437,6 +575,7 @@ def write_predictions(
 class _Batch:
     span: str  # "frames 0-15"
     shapes: tuple[models.LabeledShapeRequest, ...]
+    predictions: tuple[int, ...]  # for each shape, its prediction's index in predictions.kept
 
 
 def shape_batches(
@@ -448,16 +587,16 @@ def shape_batches(
 ) -> list[_Batch]:
     """The upload requests' shapes, batch_size frames at a time; the parts of one prediction
     share a group, numbered from first_group."""
-    by_frame: dict[int, list[Shape]] = {}
-    for p in predictions.kept:
-        by_frame.setdefault(p.frame, []).append(p.shape)
+    by_frame: dict[int, list[tuple[int, Shape]]] = {}
+    for index, p in enumerate(predictions.kept):
+        by_frame.setdefault(p.frame, []).append((index, p.shape))
     next_group = first_group
     batches = []
     for start in range(0, len(task.frames), batch_size):
         frames = task.frames[start : start + batch_size]
-        requests = []
+        requests, origins = [], []
         for frame in frames:
-            for shape in by_frame.get(frame.index, []):
+            for index, shape in by_frame.get(frame.index, []):
                 group = None
                 if len(shape.parts) > 1:
                     group, next_group = next_group, next_group + 1
@@ -466,8 +605,9 @@ def shape_batches(
                     _shape_request(shape, frame.index, label_id, points, group)
                     for points in shape.parts
                 ]
+                origins += [index] * len(shape.parts)
         span = f"frames {frames[0].index}-{frames[-1].index}"
-        batches.append(_Batch(span, tuple(requests)))
+        batches.append(_Batch(span, tuple(requests), tuple(origins)))
     return batches
 
 
@@ -487,15 +627,22 @@ def _shape_request(shape: Shape, frame: int, label_id: int, points, group):
     )
 
 
+@dataclass(frozen=True)
+class _Uploaded:
+    requests: int  # requests that changed the task
+    shapes: tuple[dict, ...]  # each shape created: CVAT's id, its prediction, frame, label, points
+    without_id: int  # shapes the server's answers did not give back (recorded with id None)
+
+
 def upload(
     call: CvatCaller,
     task: _TaskFrames,
     predictions: _Predictions,
     labels: _LabelMatch,
     options: Options,
-) -> int:
+) -> _Uploaded:
     """The shapes uploaded batch by batch (after removing the task's annotations with
-    existing_annotations="replace"); returns the number of requests that changed the task."""
+    existing_annotations="replace"), each with the id CVAT gave it."""
     resource, requests = task.resource, 0
     if options.existing_annotations == "replace":
         call(
@@ -507,7 +654,8 @@ def upload(
     else:
         first_group = _next_group(call, task, predictions)
     batches = shape_batches(task, predictions, labels, options.batch_size, first_group)
-    uploaded = 0
+    uploaded, created, without_id = 0, [], 0
+    names = {f.index: f.name for f in task.frames}
     for number, batch in enumerate(batches, start=1):
         where = f"batch {number} of {len(batches)} ({batch.span})"
         if not batch.shapes:
@@ -520,13 +668,84 @@ def upload(
             task.task.id,
             patched_labeled_data_request=request,
         )
-        call(f"upload the shapes of {batch.span} to {resource}", send, resource=resource)
+        answer, _ = call(
+            f"upload the shapes of {batch.span} to {resource}", send, resource=resource
+        )
         requests += 1
         uploaded += len(batch.shapes)
+        ids = created_ids(batch.shapes, getattr(answer, "shapes", None) or [])
+        without_id += ids.count(None)
+        for request, index, shape_id in zip(batch.shapes, batch.predictions, ids):
+            prediction = predictions.kept[index]
+            created.append(
+                {
+                    "id": shape_id,
+                    "prediction": index + 1,  # its annotation id in predictions.json
+                    "frame": request.frame,
+                    "frame_name": names[request.frame],
+                    "label": prediction.shape.label,
+                    "label_id": request.label_id,
+                    "type": prediction.shape.type,
+                    "points": list(request.points),
+                    "group": getattr(request, "group", None),
+                    "score": round(prediction.shape.score, 4),
+                }
+            )
         logger.info(
             f"{resource}: {where}: {len(batch.shapes)} shape(s) uploaded, {uploaded} in all"
         )
-    return requests
+    if without_id:
+        logger.warning(
+            f"{resource}: the server's answers did not give back {without_id} of the "
+            f"{uploaded} shape(s) created: they are recorded without an id"
+        )
+    return _Uploaded(requests, tuple(created), without_id)
+
+
+def _shape_key(frame, label_id, shape_type, points) -> tuple:
+    return (int(frame), int(label_id), str(shape_type), tuple(round(float(v), 2) for v in points))
+
+
+def created_ids(requests, answered) -> list[int | None]:
+    """The id CVAT gave each requested shape, found in its answer to PATCH ?action=create.
+
+    CVAT answers with the shapes it created, ids set: it splits the request by job, saves each
+    part and merges the parts back (cvat/apps/dataset_manager/task.py, TaskAnnotation._patch_data),
+    so the order can differ from the request's; a shape is found by frame, label, type and
+    points. None for a shape the answer does not hold."""
+    by_key: dict[tuple, list[int]] = {}
+    for shape in answered:
+        shape_type = getattr(shape.type, "value", shape.type)
+        key = _shape_key(shape.frame, shape.label_id, shape_type, shape.points)
+        by_key.setdefault(key, []).append(shape.id)
+    ids = []
+    for request in requests:
+        key = _shape_key(request.frame, request.label_id, request.type.value, request.points)
+        found = by_key.get(key)
+        ids.append(found.pop(0) if found else None)
+    return ids
+
+
+def write_uploaded_shapes(
+    output_dir: Path, server: str, task: _TaskFrames, uploaded: _Uploaded, options: Options
+) -> Path:
+    """uploaded_shapes.json: the task's frames as they were, and every shape created in it."""
+    record = {
+        "cvat_url": server,
+        "task_id": options.task_id,
+        "task_name": task.task.name,
+        "existing_annotations": options.existing_annotations,
+        "score_threshold": options.score_threshold,
+        "frames": [
+            {"frame": f.index, "name": f.name, "width": f.width, "height": f.height}
+            for f in task.frames
+        ],
+        "shapes": list(uploaded.shapes),
+    }
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path = output_dir / UPLOADED_SHAPES_FILE
+    path.write_text(json.dumps(record), encoding="utf-8")
+    return path
 
 
 def _next_group(call: CvatCaller, task: _TaskFrames, predictions: _Predictions) -> int:
@@ -554,7 +773,11 @@ class _Outcome:
     has_masks: bool  # whether the model predicts masks
     labels: _LabelMatch
     predictions: _Predictions
-    upload_requests: int
+    uploaded: _Uploaded | None  # None on a dry run
+
+    @property
+    def upload_requests(self) -> int:
+        return self.uploaded.requests if self.uploaded else 0
 
 
 def _metadata(outcome: _Outcome) -> dict:
@@ -572,6 +795,12 @@ def _metadata(outcome: _Outcome) -> dict:
         "predictions": len(predictions.kept),
         "shapes": predictions.shape_count,
         "uploaded_shapes": 0 if o.dry_run else predictions.shape_count,
+        "uploaded_shape_ids": (
+            0
+            if outcome.uploaded is None
+            else len(outcome.uploaded.shapes) - outcome.uploaded.without_id
+        ),
+        "uploaded_shapes_file": "" if o.dry_run else UPLOADED_SHAPES_FILE,
         "skipped": sum(predictions.skipped.values()),
         "below_threshold": predictions.below_threshold,
         "predictions_per_label": dict(sorted(per_label.items())),
@@ -601,12 +830,18 @@ def _report_markdown(outcome: _Outcome) -> str:
         f"| frames processed | {len(task.frames)}"
         + (f" ({task.deleted} deleted frame(s) left out)" if task.deleted else "")
         + " |",
+        f"| frames | {_fetching(task)} |",
         f"| predictions kept | {len(predictions.kept)} ({predictions.shape_count} shape(s)) |",
         f"| below the threshold | {predictions.below_threshold} |",
     ]
     if not o.dry_run:
         lines.append(
             f"| upload requests | {outcome.upload_requests} (batches of {o.batch_size} frames) |"
+        )
+        recorded = len(outcome.uploaded.shapes) - outcome.uploaded.without_id
+        lines.append(
+            f"| shape ids recorded | {recorded} of {len(outcome.uploaded.shapes)}, in "
+            f"{UPLOADED_SHAPES_FILE} (measure-corrections compares them with the reviewed task) |"
         )
     if predictions.resized_frames:
         lines.append(

@@ -291,6 +291,7 @@ def run(command: list, **kwargs) -> subprocess.CompletedProcess:
     return result
 
 
+@pytest.mark.slow
 @pytest.mark.image_replay
 def test_replay_of_the_cpu_image_installs_and_imports_the_suite(tmp_path_factory):
     """About 75 s here: installs images/requirements.lock (3.4 GB installed, 0.9 GB of wheels)."""

@@ -7,7 +7,6 @@ from cvat_kfp.pipelines import cluster
 from cvat_kfp.pipelines.cli import main
 from tests.pipelines.kfp_mock_server import KfpServer
 
-pytestmark = pytest.mark.filterwarnings("ignore")
 TOKEN = "test-token-123"
 
 

@@ -9,7 +9,7 @@ from cvat_kfp.components.common.dataset import Dataset
 from cvat_kfp.components.common.synthetic import make_shapes_dataset
 from cvat_kfp.pipelines.dataset_preparation import dataset_preparation
 
-pytestmark = pytest.mark.filterwarnings("ignore")
+pytestmark = pytest.mark.slow  # trains or loads a model, or runs a pipeline
 
 
 def _shard_examples(directory: Path) -> int:

@@ -8,8 +8,6 @@ import pytest
 from cvat_kfp.pipelines.cli import main
 from cvat_kfp.pipelines.local_run import LocalRunError, run_locally, stage_error
 
-pytestmark = pytest.mark.filterwarnings("ignore")
-
 # The end of a failed task's output as kfp.local 2.17 prints it: the task's lines indented by
 # four spaces (the executor input JSON, then Python's traceback), then kfp.local's own lines.
 EXECUTOR_INPUT = [
@@ -121,6 +119,7 @@ def test_a_missing_init_model_is_reported_before_the_run(tmp_path):
         )
 
 
+@pytest.mark.slow
 def test_a_failed_stage_prints_its_own_error_first_then_the_log_path(tmp_path, capsys):
     """A real run under kfp.local: export-annotations refuses a folder that is no CVAT export."""
     not_an_export = tmp_path / "not_an_export"
@@ -147,6 +146,7 @@ def test_a_failed_stage_prints_its_own_error_first_then_the_log_path(tmp_path, c
     assert "Traceback (most recent call last)" in log and "no known CVAT export format" in log
 
 
+@pytest.mark.slow
 def test_the_python_api_carries_the_stage_and_its_reason(tmp_path):
     not_an_export = tmp_path / "not_an_export"
     not_an_export.mkdir()

@@ -22,7 +22,8 @@ from cvat_kfp.pipelines.cvat_export import write_cvat_coco_export
 from cvat_kfp.pipelines.local_run import LocalRunError, run_locally
 from tests.components.export_annotations.cvat_mock_server import CvatMockServer
 
-pytestmark = pytest.mark.filterwarnings("ignore")
+pytestmark = pytest.mark.slow  # trains or loads a model, or runs a pipeline
+
 
 NUM_STEPS = 30
 HYPERPARAMETERS = (

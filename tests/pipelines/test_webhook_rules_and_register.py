@@ -8,8 +8,6 @@ from cvat_kfp.pipelines.cli import main
 from cvat_kfp.pipelines.webhook.rules import RulesError, load_rules, parse_rules
 from tests.components.export_annotations.cvat_mock_server import CvatMockServer
 
-pytestmark = pytest.mark.filterwarnings("ignore")
-
 
 def _rules(tmp_path, text: str):
     path = tmp_path / "rules.yaml"

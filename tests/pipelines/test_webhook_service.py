@@ -22,8 +22,6 @@ from tests.pipelines.webhook_service import (
     wait_for,
 )
 
-pytestmark = pytest.mark.filterwarnings("ignore")
-
 PROJECT_RULE = """
 rules:
   - project: 7

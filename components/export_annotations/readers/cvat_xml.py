@@ -2,9 +2,12 @@
 
 Kept: boxes (rotated ones as 4-point polygons), polygons, masks (CVAT's RLE), ellipses (as
 64-point polygons); shapes sharing a `group_id` on one image or frame become one instance;
-attributes, `occluded`, and for tracks `track_id` and `keyframe`. Tracks become one shape per
-frame: the shapes the file holds are taken as written (CVAT writes every frame), frames missing
-between two of them are filled as CVAT interpolates, and a track ends at an `outside` shape.
+attributes, `occluded`, and for tracks `track_id` and `keyframe`; each instance's `source`, how
+CVAT says it came to be ("manual", "auto", "semi-auto", ...; a group whose shapes differ is
+"semi-auto": a person changed what the model drew); each task image's CVAT frame number. Tracks
+become one shape per frame: the shapes the file holds are taken as written (CVAT writes every
+frame), frames missing between two of them are filled as CVAT interpolates, and a track ends at
+an `outside` shape.
 Points, polylines, skeletons, cuboids and tags are skipped with a report line each.
 A `stop_frame` past the last of the task's `<size>` frames (datumaro writes the size there) is
 capped at the last; datumaro's per-subset `<subset>.xml`, whose meta names no subset, gives its
@@ -33,6 +36,7 @@ from . import safe_xml
 
 FORMATS = ("CVAT for images 1.1", "CVAT for video 1.1")
 IMAGES_FORMAT, VIDEO_FORMAT = FORMATS
+NO_FRAMES = "no frames"  # a file with a <meta> and no <image> or <track>: read as either format
 SHAPES = ("box", "polygon", "ellipse", "mask")
 # Label types that can only hold what we skip: they make no class.
 NO_INSTANCE_LABEL_TYPES = ("points", "polyline", "skeleton", "cuboid", "tag")
@@ -50,6 +54,7 @@ def detect(root: Path) -> list[str]:
     """The CVAT XML formats of the *.xml files at the top of `root` (reads up to the first
     <image> or <track>)."""
     kinds = {_sniff(path)[0] for path in Path(root).glob("*.xml")}
+    kinds = {VIDEO_FORMAT if kind == NO_FRAMES else kind for kind in kinds}
     return [name for name in FORMATS if name in kinds]
 
 
@@ -58,7 +63,11 @@ def read(root: Path, builder: DatasetBuilder, format_name: str | None = None) ->
     if format_name is not None and format_name not in FORMATS:
         raise ValueError(f"{format_name!r} is not one of {FORMATS}")
     found = [(path, *_sniff(path)) for path in sorted(root.glob("*.xml"))]
-    files = [(p, kind) for p, kind, _ in found if kind and kind == (format_name or kind)]
+    files = [
+        (p, (format_name or VIDEO_FORMAT) if kind == NO_FRAMES else kind)
+        for p, kind, _ in found
+        if kind and kind in (format_name or kind, NO_FRAMES)
+    ]
     if not files:
         seen = [f"{p.name}: {kind or getattr(why, 'reason', why)}" for p, kind, why in found]
         raise ValueError(
@@ -98,7 +107,7 @@ def _sniff(path: Path) -> tuple[str | None, str | safe_xml.XmlFileError]:
         return None, e
     if not seen_meta:
         return None, "not CVAT XML: <annotations> holds no <meta>"
-    return VIDEO_FORMAT, ""  # CVAT for images writes every frame as <image>
+    return NO_FRAMES, ""  # either format, of a task whose frames are all deleted
 
 
 # --- the file and its meta -------------------------------------------------------------------
@@ -141,6 +150,7 @@ class _Shape:
     attributes: dict
     group: int
     location: str
+    source: str = ""  # CVAT's "manual", "auto", "semi-auto", ... ("" when the file says none)
 
 
 @dataclass
@@ -324,6 +334,7 @@ def _read_image(ctx: _Context, image: ET.Element) -> None:
         height=size[1],
         subset=subset,
         group=_image_group(ctx, image),
+        frame=_int(image.get("id")) if ctx.meta.kind != "project" else None,
         location=f"{ctx.where}: image {name!r}",
         looked_for="" if source.is_file() else _looked_for(ctx, candidates),
     )
@@ -338,7 +349,9 @@ def _read_image(ctx: _Context, image: ET.Element) -> None:
         group = _int(element.get("group_id")) or 0
         attributes = _attributes(ctx, element, label)
         shape = geometry and _shape(ctx, geometry, label, attributes, group, location)
-        shapes += [shape] if shape else []
+        if shape:
+            shape.source = (element.get("source") or "").strip()
+            shapes.append(shape)
     _add_instances(ctx, image_id, shapes, size)
 
 
@@ -444,6 +457,7 @@ def _read_track(ctx: _Context, track: ET.Element) -> None:
         where = f"{location} frame {frame}"
         shape = _shape(ctx, _Geometry(kinds[0], values), label.strip(), attributes, group, where)
         if shape:
+            shape.source = (track.get("source") or "").strip()
             ctx.frames[(task_key, frame)].append(shape)
 
 
@@ -544,6 +558,7 @@ def _add_video_frames(ctx: _Context) -> None:
                 height=height,
                 subset=subset,
                 group=group,
+                frame=frame if ctx.meta.kind != "project" else None,
                 location=f"{ctx.where}: {what} frame {frame}",
                 looked_for="" if frame in files else _looked_for(ctx, [Path(f"{source}.*")]),
             )
@@ -768,7 +783,9 @@ def _group_label(ctx: _Context, members: list[_Shape]) -> str:
 def _add_instance(ctx, image_id, label, members, attributes, size) -> None:
     kinds = {s.kind for s in members}
     location = members[0].location
-    options = {"attributes": attributes, "location": location}
+    sources = {s.source for s in members}
+    source = sources.pop() if len(sources) == 1 else "semi-auto"
+    options = {"attributes": attributes, "source": source, "location": location}
     if "mask" in kinds:
         drawn = _instance_mask(ctx, image_id, members, size)
         if drawn is not None:

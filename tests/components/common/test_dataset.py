@@ -195,6 +195,12 @@ ANN_1 = "annotation id 1 (image 'shapes_00001.jpg')"
         pytest.param(set_image(0, height=True),
                      "image id 1: height True must be a positive integer", id="bool-height"),
         pytest.param(set_image(2, group=7), "image id 3: group 7 must be a string", id="int-group"),
+        pytest.param(set_image(0, frame=-1), "image id 1: frame -1 must be a non-negative integer",
+                     id="negative-frame"),
+        pytest.param(set_annotation(0, source=3),
+                     "annotation id 1 (image 'shapes_00001.jpg'): source 3 must be a non-empty "
+                     "string",
+                     id="int-source"),
         pytest.param(set_image(0, subset=["train"]),
                      "image id 1: subset ['train'] must be a string", id="list-subset"),
         pytest.param(set_image(0, id="1"), "images[0]: id '1' must be a non-negative integer",

@@ -10,7 +10,7 @@ from kfp.dsl import HTML, ClassificationMetrics, Dataset, Markdown, Metrics, Mod
 
 from cvat_kfp.components.evaluate_model.component import evaluate_model
 
-pytestmark = pytest.mark.filterwarnings("ignore")
+pytestmark = pytest.mark.slow  # trains or loads a model, or runs a pipeline
 
 
 class Evaluated(NamedTuple):

@@ -11,7 +11,8 @@ import pytest
 from cvat_kfp.components.evaluate_model.coco_eval import STAT_NAMES
 from cvat_kfp.components.evaluate_model.evaluate import run_evaluate_model
 
-pytestmark = pytest.mark.filterwarnings("ignore")
+pytestmark = pytest.mark.slow  # trains or loads a model, or runs a pipeline
+
 
 CLASSES = ["circle", "square", "triangle"]
 

@@ -1,11 +1,13 @@
 """A local stand-in for a CVAT server: the REST endpoints cvat-sdk calls to export datasets, to
-read a task's labels, data meta and frames, and to read, replace, extend and delete its
-annotations.
+read a task's labels, data meta, frames and chunks, and to read, replace, extend and delete its
+annotations; and the native functions API (CVAT Enterprise/Cloud) that `cvat-cli function
+create-native` and `cvat-cli function run-agent` call.
 
 Its JSON carries the fields a CVAT 2.x server sends, so cvat-sdk's strict response models check
 the shapes. Tests register projects, tasks (with labels and frames), jobs and the archive each
-export serves, inject failures per route, and read back every request the server got and the
-annotations each task holds.
+export serves (a task without one is exported "CVAT for images 1.1" from the annotations it
+holds, as CVAT writes it), edit shapes as a person in CVAT's editor does, inject failures per
+route, and read back every request the server got and the annotations each task holds.
 """
 
 from __future__ import annotations
@@ -14,11 +16,15 @@ import io
 import json
 import re
 import threading
+import time
+import zipfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import PurePosixPath
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+from xml.sax.saxutils import escape
 
 from PIL import Image
 
@@ -27,7 +33,8 @@ DATE = "2025-01-15T10:00:00.000000Z"
 PAGE_SIZE = 2  # small, so that listing jobs and tasks takes several pages
 SESSION_ID = "mock-session-id"
 CSRF_TOKEN = "mock-csrf-token"
-EXPORT_FORMATS = ("COCO 1.0", "CVAT for images 1.1", "YOLO 1.1")
+CVAT_IMAGES = "CVAT for images 1.1"
+EXPORT_FORMATS = ("COCO 1.0", CVAT_IMAGES, "YOLO 1.1")
 LABEL_TYPES = ("any", "rectangle", "polygon", "mask", "points", "polyline", "ellipse", "cuboid")
 LABEL_TYPES += ("skeleton", "tag")
 SHAPE_TYPES = ("rectangle", "polygon", "polyline", "points", "ellipse", "cuboid", "mask")
@@ -86,6 +93,10 @@ class CvatMockServer:
     polls_to_finish: int = 3  # status polls before an export is finished: queued, started, ...
     never_finish: bool = False
     fail_exports_with: str = ""  # exports end "failed" with this message
+    chunk_size: int = 72  # frames per data chunk, CVAT's default
+    latency: float = 0.0  # seconds before each answer: a remote server's round trip
+    functions: dict[int, dict] = field(default_factory=dict)  # native function id -> its JSON
+    function_requests: dict[str, dict] = field(default_factory=dict)  # AR id -> its state
     requests: list[RecordedRequest] = field(default_factory=list)
     failures: dict[tuple[str, str], list[int]] = field(default_factory=dict)
     exports: dict[str, ExportRequest] = field(default_factory=dict)
@@ -114,14 +125,17 @@ class CvatMockServer:
         frames: list[MockFrame | tuple[str, bytes]] = (),
         deleted_frames: list[int] = (),
         video: str = "",
+        frame_step: int = 1,
     ) -> None:
         """A task and its annotation jobs ({job id: state}; default one "new" job).
 
         `labels` are names (type "any") or (name, type); `frames` are MockFrames or (name, encoded
         image) pairs, whose size is read from the image; their count is the task size. A `video`
         task (its file name) has one meta frame entry, the first frame's size, as CVAT sends.
+        With a `frame_step` (CVAT's frame filter "step=N"), the task holds every N-th of `frames`,
+        numbered 0, 1, ... as CVAT numbers a task's frames.
         """
-        frames = [f if isinstance(f, MockFrame) else _frame(*f) for f in frames]
+        frames = [f if isinstance(f, MockFrame) else _frame(*f) for f in frames][::frame_step]
         size = len(frames) if frames else size
         self.tasks[task_id] = {
             "project_id": project_id,
@@ -129,6 +143,7 @@ class CvatMockServer:
             "overlap": overlap,
             "deleted_frames": list(deleted_frames),
             "video": video,
+            "frame_step": frame_step,
         }
         for job_id, state in (jobs or {task_id * 100 + 1: "new"}).items():
             self.add_job(job_id, task_id, state)
@@ -162,8 +177,77 @@ class CvatMockServer:
         """Annotations already in the task (LabeledShape JSON; defaults filled in)."""
         self.annotations[task_id]["shapes"] += [self._stored_shape(s) for s in shapes]
 
+    # --- a person in CVAT's editor
+
+    def edit_shape(self, task_id: int, shape_id: int, **changes) -> None:
+        """Change a shape's points, label_id, attributes, ... as the editor saves it: a model's
+        shape ("auto", "semi-auto") becomes "semi-auto", a file's "manual" (cvat-core,
+        computeNewSource)."""
+        shape = self._shape(task_id, shape_id)
+        shape.update(changes)
+        source = shape["source"]
+        shape["source"] = {"auto": "semi-auto", "semi-auto": "semi-auto"}.get(
+            source, "consensus" if source == "consensus" else "manual"
+        )
+
+    def delete_shape(self, task_id: int, shape_id: int) -> None:
+        shapes = self.annotations[task_id]["shapes"]
+        shapes.remove(self._shape(task_id, shape_id))
+
+    def draw_shape(self, task_id: int, **shape) -> int:
+        """A shape a person draws ("manual"); returns its id."""
+        (stored,) = self._checked_shapes(task_id, [{"source": "manual", **shape}])[0] or [None]
+        assert stored is not None, shape
+        self.annotations[task_id]["shapes"].append(stored)
+        return stored["id"]
+
+    def rename_label(self, label_id: int, name: str) -> None:
+        self.labels[label_id]["name"] = name
+
+    def delete_frames(self, task_id: int, *frames: int) -> None:
+        """Frames deleted in the task: kept in the data, left out of exports (shapes and all)."""
+        self.tasks[task_id]["deleted_frames"] += list(frames)
+
+    def _shape(self, task_id: int, shape_id: int) -> dict:
+        (shape,) = (s for s in self.annotations[task_id]["shapes"] if s["id"] == shape_id)
+        return shape
+
     def add_job(self, job_id: int, task_id: int, state: str, type: str = "annotation") -> None:
         self.jobs[job_id] = {"task_id": task_id, "state": state, "type": type}
+
+    def add_function_request(
+        self,
+        function_id: int,
+        task_id: int,
+        *,
+        threshold: float | None = None,
+        conv_mask_to_poly: bool = False,
+        mapping: dict[str, str] | None = None,
+    ) -> str:
+        """A person's "Automatic annotation" of a task with a native function, queued for its
+        agent: an annotate_task request. `mapping` is function label -> task label (default: each
+        function label to the task label of the same name, as CVAT's dialog proposes)."""
+        names = [label["name"] for label in self.functions[function_id]["labels_v2"]]
+        if mapping is None:
+            task_names = {lb["name"] for lb in self.labels.values() if lb["task_id"] == task_id}
+            mapping = {name: name for name in names if name in task_names}
+        ar_id = f"function:{function_id}-request-{len(self.function_requests) + 1}"
+        self.function_requests[ar_id] = {
+            "function_id": function_id,
+            "category": "batch",
+            "status": "queued",
+            "agent_id": None,
+            "progress": 0.0,
+            "error": None,
+            "params": {
+                "type": "annotate_task",
+                "task": task_id,
+                "threshold": threshold,
+                "conv_mask_to_poly": conv_mask_to_poly,
+                "mapping": {name: {"name": target} for name, target in mapping.items()},
+            },
+        }
+        return ar_id
 
     def update_job(
         self, job_id: int, *, state: str | None = None, stage: str | None = None
@@ -321,9 +405,79 @@ class CvatMockServer:
         export = self.exports.get(query.get("rq_id", ""))
         if export is None or export.status != "finished":
             return 400, "Dataset export has not been finished yet"
-        archive = self.archives.get(f"{kind}-{object_id}", self.default_archive)
+        archive = self.archives.get(f"{kind}-{object_id}")
+        if archive is None and kind == "task" and export.format == CVAT_IMAGES:
+            archive = self.cvat_images_archive(int(object_id))
+        archive = archive if archive is not None else self.default_archive
         name = f"{kind}_{object_id}_dataset_coco_1_0.zip"
         return 200, archive, [("Content-Disposition", f'attachment; filename="{name}"')]
+
+    def cvat_images_archive(self, task_id: int) -> bytes:
+        """The task as CVAT exports it "CVAT for images 1.1" with images, from what it holds now:
+        annotations.xml (labels by their current names, each shape's source, deleted frames
+        left out) and images/<frame name> (cvat/apps/dataset_manager/formats/cvat.py,
+        dump_as_cvat_annotation)."""
+        task, frames = self.tasks[task_id], self.frames.get(task_id, [])
+        labels = [lb for _, lb in sorted(self.labels.items()) if lb["task_id"] == task_id]
+        xml = ["<?xml version='1.0' encoding='utf-8'?>", "<annotations>", "<version>1.1</version>"]
+        xml += [
+            "<meta><task>",
+            f"<id>{task_id}</id><name>task {task_id}</name><size>{task['size']}</size>",
+            "<mode>annotation</mode><overlap>0</overlap><start_frame>0</start_frame>",
+            f"<stop_frame>{max(task['size'] - 1, 0)}</stop_frame><labels>",
+            *(f"<label><name>{escape(lb['name'])}</name><type>{lb['type']}</type></label>"
+              for lb in labels),
+            "</labels></task></meta>",
+        ]  # fmt: skip
+        by_frame: dict[int, list[dict]] = {}
+        for shape in sorted(self.shapes(task_id), key=lambda s: s["z_order"]):
+            by_frame.setdefault(shape["frame"], []).append(shape)
+        files = {}
+        for index, frame in enumerate(frames):
+            if index in task["deleted_frames"]:
+                continue
+            files[f"images/{frame.name}"] = frame.data
+            xml.append(
+                f'<image id="{index}" name="{escape(frame.name)}" width="{frame.width}" '
+                f'height="{frame.height}">'
+            )
+            xml += [self._xml_shape(shape) for shape in by_frame.get(index, [])]
+            xml.append("</image>")
+        xml.append("</annotations>")
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w") as archive:
+            archive.writestr("annotations.xml", "\n".join(xml))
+            for name, data in files.items():
+                archive.writestr(name, data)
+        return out.getvalue()
+
+    def _xml_shape(self, shape: dict) -> str:
+        points = shape["points"]
+        attributes = {
+            "label": self.labels[shape["label_id"]]["name"],
+            "source": shape["source"],
+            "occluded": str(int(shape["occluded"])),
+        }
+        tag = {"rectangle": "box"}.get(shape["type"], shape["type"])
+        if tag == "box":
+            attributes.update(zip(("xtl", "ytl", "xbr", "ybr"), (f"{v:.2f}" for v in points)))
+        elif tag == "mask":
+            left, top, right, bottom = (int(v) for v in points[-4:])
+            attributes.update(
+                rle=", ".join(str(int(v)) for v in points[:-4]),
+                left=str(left),
+                top=str(top),
+                width=str(right - left + 1),
+                height=str(bottom - top + 1),
+            )
+        else:
+            pairs = zip(points[0::2], points[1::2])
+            attributes["points"] = ";".join(f"{x:.2f},{y:.2f}" for x, y in pairs)
+        attributes["z_order"] = str(shape["z_order"])
+        if shape.get("group"):
+            attributes["group_id"] = str(shape["group"])
+        written = " ".join(f'{k}="{escape(v, {chr(34): "&quot;"})}"' for k, v in attributes.items())
+        return f"<{tag} {written}></{tag}>"
 
     def list_labels(self, query):
         ids = [
@@ -341,12 +495,12 @@ class CvatMockServer:
         described = frames[:1] if task["video"] else frames
         return 200, {
             "chunks_updated_date": DATE,
-            "chunk_size": 72,
+            "chunk_size": self.chunk_size,
             "size": task["size"],
             "image_quality": 70,
             "start_frame": 0,
-            "stop_frame": max(task["size"] - 1, 0),
-            "frame_filter": "",
+            "stop_frame": max(task["size"] - 1, 0) * task.get("frame_step", 1),
+            "frame_filter": f"step={task['frame_step']}" if task.get("frame_step", 1) > 1 else "",
             "frames": [
                 {
                     "width": f.width,
@@ -368,14 +522,35 @@ class CvatMockServer:
         task_id = int(task_id)
         if task_id not in self.tasks:
             return 404, {"detail": "Not found."}
+        if query.get("type") == "chunk":
+            return self._chunk(task_id, int(query.get("number", -1)))
         if query.get("type") != "frame":
-            return 400, {"detail": f"the stand-in serves frames only, not {query.get('type')}"}
+            return 400, {
+                "detail": f"the stand-in serves frames and chunks, not {query.get('type')}"
+            }
         frames = self.frames.get(task_id, [])
         number = int(query.get("number", -1))
         if not 0 <= number < len(frames):
             return 400, [f"Invalid frame number: {number}"]
         frame = frames[number]
         return 200, frame.data, [("Content-Type", frame.content_type)]
+
+    def _chunk(self, task_id: int, number: int):
+        """An "imageset" chunk as CVAT serves it (ZipChunkWriter): a zip of the chunk's frames in
+        frame order, named by their place in the chunk (000000.png, ...), each stored as it was
+        uploaded (original quality), deleted frames included."""
+        if self.tasks[task_id]["video"]:
+            return 400, {"detail": "the stand-in serves no video chunks"}
+        frames = self.frames.get(task_id, [])
+        first = number * self.chunk_size
+        if number < 0 or first >= len(frames):
+            return 400, [f"Invalid chunk number: {number}"]
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w") as archive:
+            for offset, frame in enumerate(frames[first : first + self.chunk_size]):
+                suffix = PurePosixPath(frame.name).suffix
+                archive.writestr(f"{offset:06d}{suffix}", frame.data)
+        return 200, out.getvalue(), [("Content-Type", "application/zip")]
 
     def get_annotations(self, query, task_id):
         if int(task_id) not in self.tasks:
@@ -407,7 +582,11 @@ class CvatMockServer:
         stored = self.annotations[task_id]
         stored["shapes"] += shapes
         stored["version"] += 1
-        return 200, {**self._annotations_json(task_id), "shapes": shapes}
+        # CVAT saves the request job by job (each job's frames, ids in request order), then
+        # answers with what it created, job after job (dataset_manager/task.py: _patch_data).
+        segments = self.job_segments(task_id)
+        created = [s for start, stop in segments for s in shapes if start <= s["frame"] <= stop]
+        return 200, {"version": stored["version"], "tags": [], "shapes": created, "tracks": []}
 
     def delete_annotations(self, query, task_id):
         task_id = int(task_id)
@@ -416,6 +595,18 @@ class CvatMockServer:
         stored = self.annotations[task_id]
         stored.update(tags=[], tracks=[], shapes=[], version=stored["version"] + 1)
         return 204, None
+
+    def job_segments(self, task_id: int) -> list[tuple[int, int]]:
+        """(start, stop) frames of the task's annotation jobs: CVAT cuts a task into segments of
+        equal size, one per job."""
+        size = self.tasks[task_id]["size"]
+        count = sum(
+            1
+            for job in self.jobs.values()
+            if job["task_id"] == task_id and job["type"] == "annotation"
+        )
+        length = max(1, -(-size // max(count, 1)))
+        return [(start, start + length - 1) for start in range(0, size, length)]
 
     def _checked_shapes(self, task_id: int, shapes: list[dict]) -> tuple[list[dict], object]:
         """The shapes as stored, with ids, or CVAT's kind of 400 answer for the first bad one."""
@@ -449,6 +640,118 @@ class CvatMockServer:
         stored = {**SHAPE_DEFAULTS, **shape, "id": self.next_shape_id}
         self.next_shape_id += 1
         return stored
+
+    # --- native functions (CVAT Enterprise/Cloud): what cvat-cli's create-native, delete and
+    # run-agent send and read (cvat_cli/_internal/agent.py, agent_driver_detection.py)
+
+    def create_function(self, query, body):
+        data = json.loads(body or b"{}")
+        errors = {}
+        for key, allowed in (
+            ("provider", ("native",)),
+            ("kind", ("detector", "interactor", "tracker")),
+            ("visibility", ("private", "public")),
+        ):
+            if key in data or key != "visibility":
+                if data.get(key) not in allowed:
+                    errors[key] = [f'"{data.get(key)}" is not a valid choice.']
+        if not str(data.get("name") or "").strip():
+            errors["name"] = ["This field may not be blank."]
+        labels = data.get("labels_v2", [])
+        names = [label.get("name") for label in labels]
+        if data.get("kind") == "detector" and (not labels or len(set(names)) != len(names)):
+            errors["labels_v2"] = ["A detector needs labels with distinct names."]
+        for label in labels:
+            if label.get("type", "any") not in LABEL_TYPES:
+                errors["labels_v2"] = [f'"{label.get("type")}" is not a valid label type.']
+        if errors:
+            return 400, errors
+        function_id = max(self.functions, default=0) + 1
+        self.functions[function_id] = {
+            "id": function_id,
+            "provider": data["provider"],
+            "name": data["name"],
+            "description": data.get("description", ""),
+            "visibility": data.get("visibility", "private"),
+            "kind": data["kind"],
+            "labels_v2": [
+                {**label, "type": label.get("type", "any"), "attributes": label["attributes"]}
+                for label in labels
+            ],
+            "owner": self._owner(),
+            "organization": None,
+            "created_date": DATE,
+            "updated_date": DATE,
+        }
+        return 201, self.functions[function_id]
+
+    def list_functions(self, query):
+        return self._page("/api/functions", query, list(self.functions.values()))
+
+    def retrieve_function(self, query, function_id):
+        function = self.functions.get(int(function_id))
+        return (200, function) if function else (404, {"detail": "Not found."})
+
+    def delete_function(self, query, function_id):
+        if self.functions.pop(int(function_id), None) is None:
+            return 404, {"detail": "Not found."}
+        return 204, None
+
+    def acquire_request(self, query, body, function_id):
+        data = json.loads(body or b"{}")
+        if int(function_id) not in self.functions:
+            return 404, {"detail": "Not found."}
+        if not data.get("agent_id") or data.get("request_category") not in ("batch", "interactive"):
+            return 400, {"detail": "agent_id and request_category are required"}
+        for ar_id, request in self.function_requests.items():
+            if (request["function_id"], request["status"], request["category"]) == (
+                int(function_id),
+                "queued",
+                data["request_category"],
+            ):
+                request.update(status="started", agent_id=data["agent_id"])
+                return 200, {"ar_assignment": {"ar_id": ar_id, "ar_params": request["params"]}}
+        return 200, {"ar_assignment": None}
+
+    def update_request(self, query, body, function_id, ar_id):
+        request, error = self._assigned_request(function_id, ar_id, body)
+        if error:
+            return error
+        request["progress"] = json.loads(body)["progress"]
+        return 200, {}
+
+    def complete_request(self, query, body, function_id, ar_id):
+        request, error = self._assigned_request(function_id, ar_id, body)
+        if error:
+            return error
+        task_id = request["params"]["task"]
+        annotations = json.loads(body).get("annotations") or {}
+        shapes, problem = self._checked_shapes(task_id, annotations.get("shapes", []))
+        if problem:
+            return 400, problem
+        stored = self.annotations[task_id]
+        stored["shapes"] += shapes
+        stored["version"] += 1
+        request["status"] = "finished"
+        return 200, {}
+
+    def fail_request(self, query, body, function_id, ar_id):
+        request, error = self._assigned_request(function_id, ar_id, body)
+        if error:
+            return error
+        request.update(status="failed", error=json.loads(body).get("exc_info"))
+        return 200, {}
+
+    def _assigned_request(self, function_id, ar_id, body) -> tuple[dict | None, tuple | None]:
+        request = self.function_requests.get(unquote(ar_id))
+        if request is None or request["function_id"] != int(function_id):
+            return None, (404, {"detail": "Not found."})
+        if (
+            request["status"] != "started"
+            or json.loads(body or b"{}").get("agent_id") != request["agent_id"]
+        ):
+            return None, (400, {"detail": "the request is not assigned to this agent"})
+        return request, None
 
     # --- webhooks (cvat/apps/webhooks: WebhookWriteSerializer, WebhookReadSerializer)
 
@@ -622,10 +925,10 @@ class CvatMockServer:
             "overlap": task["overlap"],
             "segment_size": 2,
             "status": "annotation",
-            "data_chunk_size": 72,
-            "data_compressed_chunk_type": "imageset",
+            "data_chunk_size": self.chunk_size,
+            "data_compressed_chunk_type": "video" if task.get("video") else "imageset",
             "guide_id": None,
-            "data_original_chunk_type": "imageset",
+            "data_original_chunk_type": "video" if task.get("video") else "imageset",
             "size": task["size"],
             "image_quality": 70,
             "data": task_id,
@@ -774,6 +1077,22 @@ def _frame(name: str, data: bytes) -> MockFrame:
         return MockFrame(name, data, image.width, image.height, content_type)
 
 
+# cvat-sdk percent-encodes the ":" of the queue id
+FUNCTION_QUEUE = r"/api/functions/queues/function(?::|%3[Aa])(\d+)/requests"
+FUNCTION_ROUTES = [  # the native functions API, as ROUTES
+    ("POST", r"/api/functions/?", "create_function", True),
+    ("GET", r"/api/functions/?", "list_functions", True),
+    ("GET", r"/api/functions/(\d+)/?", "retrieve_function", True),
+    ("DELETE", r"/api/functions/(\d+)/?", "delete_function", True),
+    ("POST", FUNCTION_QUEUE + r"/acquire/?", "acquire_request", True),
+    ("POST", FUNCTION_QUEUE + r"/([^/]+)/update/?", "update_request", True),
+    ("POST", FUNCTION_QUEUE + r"/([^/]+)/complete/?", "complete_request", True),
+    ("POST", FUNCTION_QUEUE + r"/([^/]+)/fail/?", "fail_request", True),
+]
+FUNCTION_WITH_BODY = ("create_function", "acquire_request", "update_request")
+FUNCTION_WITH_BODY += ("complete_request", "fail_request")
+
+
 class _Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         self._handle("GET")
@@ -801,18 +1120,21 @@ class _Handler(BaseHTTPRequestHandler):
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         mock.requests.append(RecordedRequest(method, unquote(path), query, dict(self.headers)))
+        if mock.latency:
+            time.sleep(mock.latency)
 
         pending = mock.failures.get((method, unquote(path)))
         if pending:
             status = pending.pop(0)
             return self._send(status, {"detail": f"injected HTTP {status}"})
-        for route_method, pattern, endpoint, needs_auth in ROUTES:
+        for route_method, pattern, endpoint, needs_auth in ROUTES + FUNCTION_ROUTES:
             match = re.fullmatch(pattern, path)
             if route_method != method or not match:
                 continue
             if needs_auth and (error := mock.authentication_error(method, self.headers)):
                 return self._send(*error)
-            arguments = (query, body) if endpoint in WITH_BODY else (query,)
+            with_body = endpoint in WITH_BODY + FUNCTION_WITH_BODY
+            arguments = (query, body) if with_body else (query,)
             return self._send(*getattr(mock, endpoint)(*arguments, *match.groups()))
         self._send(404, {"detail": f"no route for {method} {path}"})
 

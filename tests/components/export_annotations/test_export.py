@@ -305,6 +305,29 @@ def test_cvat_server_single_task_keeps_file_names(tmp_path, cvat):
     assert result.metadata["dataset"]["sources"] == [f"{cvat.url} task 12"]
 
 
+def test_cvat_server_export_in_the_format_asked_keeps_the_source(tmp_path, cvat):
+    image = io.BytesIO()
+    Image.new("RGB", (20, 10)).save(image, "PNG")
+    cvat.add_task(31, labels=["cat"], frames=[("a.png", image.getvalue())])
+    cat = cvat.label_id(31, "cat")
+    box = {"type": "rectangle", "frame": 0, "label_id": cat, "points": [1.0, 1.0, 5.0, 5.0]}
+    cvat.add_shapes(31, {**box, "source": "auto"}, box)
+
+    result = run_export_annotations(
+        tmp_path / "out",
+        tmp_path / "report.md",
+        cvat_url=cvat.url,
+        task_ids="31",
+        annotation_format="cvat_images",
+    )
+
+    (request,) = [r for r in cvat.requests if r.path == "/api/tasks/31/dataset/export"]
+    assert request.query["format"] == "CVAT for images 1.1"
+    assert result.format_name == "CVAT for images 1.1"
+    assert [a["source"] for a in result.dataset.annotations] == ["auto", "manual"]
+    assert [image["frame"] for image in result.dataset.images] == [0]
+
+
 def test_cvat_server_without_credentials(tmp_path, cvat, monkeypatch, temp_dir):
     monkeypatch.delenv("CVAT_ACCESS_TOKEN")
     with pytest.raises(cvat_server.CvatServerError, match="CVAT_ACCESS_TOKEN"):

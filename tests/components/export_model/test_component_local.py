@@ -11,7 +11,7 @@ from kfp.dsl import Markdown, Model
 from cvat_kfp.components.common import storage
 from cvat_kfp.components.export_model.component import export_model
 
-pytestmark = pytest.mark.filterwarnings("ignore")
+pytestmark = pytest.mark.slow  # trains or loads a model, or runs a pipeline
 
 
 class Exported(NamedTuple):

@@ -9,7 +9,7 @@ from cvat_kfp.components.common import storage
 from cvat_kfp.components.export_model.exporter import ExportError, copy_to_destination
 from tests.gcs_emulator import create_bucket
 
-pytestmark = pytest.mark.filterwarnings("ignore")
+pytestmark = pytest.mark.slow  # trains or loads a model, or runs a pipeline
 
 
 def export_files(export) -> list[str]:

@@ -24,7 +24,8 @@ from tests.components.export_model.conftest import THRESHOLDS, write_evaluation
 from tests.components.inference.test_predictor import read_test_split
 from tests.trained_models import CLASSES
 
-pytestmark = pytest.mark.filterwarnings("ignore")
+pytestmark = pytest.mark.slow  # trains or loads a model, or runs a pipeline
+
 
 BOX_ATOL = 1e-4  # same graph, same weights: only float summation order may differ
 TFLITE_ATOL = 1e-3  # float32 TFLite kernels (XNNPACK) vs TF's: boxes and scores

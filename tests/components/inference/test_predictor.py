@@ -10,7 +10,7 @@ from cvat_kfp.components.inference.predictor import Detections, load_predictor
 from cvat_kfp.components.inference.trained import ModelArtifactError, load_serving_module
 from tests.trained_models import CLASSES, IMAGE_SIZE
 
-pytestmark = pytest.mark.filterwarnings("ignore")
+pytestmark = pytest.mark.slow  # trains or loads a model, or runs a pipeline
 
 
 def read_test_split(model_dir, limit: int = 8) -> list[dict]:

@@ -10,7 +10,7 @@ from cvat_kfp.components.training.experiment import build_experiment_config
 from cvat_kfp.components.training.hyperparameters import parse_hyperparameters
 from cvat_kfp.components.training.presets import PRESETS
 
-pytestmark = pytest.mark.filterwarnings("ignore")
+pytestmark = pytest.mark.slow  # trains or loads a model, or runs a pipeline
 
 
 def test_a_full_box_mask_fills_exactly_its_box():

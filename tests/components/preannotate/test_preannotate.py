@@ -4,7 +4,10 @@ server speaking CVAT's REST API: the uploaded shapes are checked exactly."""
 import io
 import json
 import logging
+import threading
+import time
 import xml.etree.ElementTree as ET
+import zipfile
 
 import numpy as np
 import pytest
@@ -17,7 +20,7 @@ from cvat_kfp.components.common.label_map import LabelMap
 from cvat_kfp.components.export_annotations.builder import DatasetBuilder
 from cvat_kfp.components.export_annotations.readers import cvat_xml
 from cvat_kfp.components.inference.predictor import Detections
-from cvat_kfp.components.preannotate.preannotate import run_preannotate
+from cvat_kfp.components.preannotate.preannotate import PREFETCH_FRAMES, run_preannotate
 from tests.components.export_annotations.cvat_mock_server import CvatMockServer
 
 CREDENTIAL_VARS = ("CVAT_ACCESS_TOKEN", "CVAT_USERNAME", "CVAT_PASSWORD", "CVAT_ORGANIZATION")
@@ -290,6 +293,50 @@ def test_dry_run_writes_predictions_and_changes_nothing(server, tmp_path, env):
     assert "dry run" in report
 
 
+def colored_frames(n, **kwargs):
+    """n frames told apart by their colour (frame i: red = 10 * i)."""
+    return [(f"img_{i}.png", png(color=(10 * i, 60, 30), **kwargs)) for i in range(n)]
+
+
+def reds(predictor):
+    """The frames the predictor saw, by the red of their first pixel / 10."""
+    return [int(image[0, 0, 0]) // 10 for image in predictor.images]
+
+
+def data_requests(server, task_id=7):
+    """(type, number) of each frame or chunk request, in order."""
+    calls = server.calls("GET", rf"/api/tasks/{task_id}/data/?")
+    return [(r.query["type"], int(r.query["number"])) for r in calls]
+
+
+def test_image_frames_come_in_chunks_one_request_each(server, tmp_path, env, logs):
+    server.chunk_size = 3
+    server.add_task(7, labels=["cat"], frames=colored_frames(7))
+    predictor = FakePredictor(["cat"], [[]] * 6 + [[det("cat", 0.6, 1, 2, 3, 4)]])
+
+    metadata, report = run(server, tmp_path, predictor)
+
+    assert data_requests(server) == [("chunk", 0), ("chunk", 1), ("chunk", 2)]
+    chunk_calls = server.calls("GET", r"/api/tasks/7/data/?")
+    assert {r.query["quality"] for r in chunk_calls} == {"original"}
+    assert reds(predictor) == list(range(7))
+    assert [s["frame"] for s in uploaded(server)] == [6]
+    assert "| frames | fetched in 3 chunk(s) of up to 3 frames |" in report
+    assert any("fetched in 3 chunk(s)" in line for line in logs.messages)
+
+
+def test_the_stand_in_chunk_is_laid_out_as_cvat_writes_it(server):
+    server.chunk_size = 3
+    server.add_task(7, frames=[("a.png", png()), ("b.jpg", png(exif_orientation=1))] * 2)
+
+    status, body, headers = server._chunk(7, 1)
+
+    assert status == 200 and headers == [("Content-Type", "application/zip")]
+    with zipfile.ZipFile(io.BytesIO(body)) as archive:
+        assert archive.namelist() == ["000000.jpg"]  # numbered within the chunk
+        assert archive.read("000000.jpg") == server.frames[7][3].data
+
+
 def test_deleted_frames_are_neither_read_nor_predicted(server, tmp_path, env):
     server.add_task(7, labels=["cat"], frames=frames(4), deleted_frames=[1, 2])
     predictor = FakePredictor(
@@ -299,18 +346,136 @@ def test_deleted_frames_are_neither_read_nor_predicted(server, tmp_path, env):
     metadata, report = run(server, tmp_path, predictor)
 
     assert [s["frame"] for s in uploaded(server)] == [0, 3]
-    frames_read = [r.query["number"] for r in server.calls("GET", r"/api/tasks/7/data/?")]
-    assert frames_read == ["0", "3"]
+    assert data_requests(server) == [("chunk", 0)]  # one chunk of 72 holds all 4
+    assert len(predictor.images) == 2
     assert [i["frame"] for i in predictions_json(tmp_path)["images"]] == [0, 3]
     assert "2 deleted frame(s) left out" in report
+
+
+def test_a_chunk_of_deleted_frames_only_is_not_read(server, tmp_path, env):
+    server.chunk_size = 2
+    server.add_task(7, labels=["cat"], frames=colored_frames(6), deleted_frames=[2, 3, 5])
+
+    run(server, tmp_path, FakePredictor(["cat"], []))
+
+    assert data_requests(server) == [("chunk", 0), ("chunk", 2)]
+    assert [i["frame"] for i in predictions_json(tmp_path)["images"]] == [0, 1, 4]
+
+
+def test_a_frame_step_reads_the_task_frames_as_cvat_numbers_them(server, tmp_path, env):
+    # frame filter step=3 over 8 uploaded images: the task's frames 0-2 are images 0, 3, 6
+    server.chunk_size = 2
+    server.add_task(7, labels=["cat"], frames=colored_frames(8), frame_step=3)
+    predictor = FakePredictor(["cat"], [[], [], [det("cat", 0.6, 1, 2, 3, 4)]])
+
+    run(server, tmp_path, predictor)
+
+    assert data_requests(server) == [("chunk", 0), ("chunk", 1)]
+    assert reds(predictor) == [0, 3, 6]
+    images = predictions_json(tmp_path)["images"]
+    assert [(i["frame"], i["file_name"]) for i in images] == [
+        (0, "img_0.png"),
+        (1, "img_3.png"),
+        (2, "img_6.png"),
+    ]
+    assert [s["frame"] for s in uploaded(server)] == [2]
+
+
+def test_a_failing_chunk_is_retried(server, tmp_path, env, logs):
+    server.chunk_size = 2
+    server.add_task(7, labels=["cat"], frames=colored_frames(3))
+    server.fail("GET", "/api/tasks/7/data/", 503, 502)
+    predictor = FakePredictor(["cat"], [[], [], [det("cat", 0.6, 1, 2, 3, 4)]])
+
+    run(server, tmp_path, predictor)
+
+    assert data_requests(server) == [("chunk", 0)] * 3 + [("chunk", 1)]
+    assert reds(predictor) == [0, 1, 2]
+    assert [s["frame"] for s in uploaded(server)] == [2]
+    retries = [line for line in logs.messages if "retry" in line]
+    assert len(retries) == 2 and "could not download chunk 0 (frames 0-1) of task 7" in retries[0]
+
+
+def test_a_chunk_that_keeps_failing_stops_before_anything_is_uploaded(server, tmp_path, env):
+    server.chunk_size = 2
+    server.add_task(7, labels=["cat"], frames=colored_frames(3))
+    server.fail("GET", "/api/tasks/7/data/", *[500] * 6)
+
+    with pytest.raises(CvatServerError, match=r"could not download chunk 0 \(frames 0-1\) of "
+                       r"task 7 on http://127.0.0.1:\d+ after 6 attempts: HTTP 500"):  # fmt: skip
+        run(server, tmp_path, FakePredictor(["cat"], [[det("cat", 0.6, 1, 2, 3, 4)]] * 3))
+
+    assert uploaded(server) == [] and not server.calls("PATCH", ANNOTATIONS)
+
+
+def test_a_chunk_that_is_not_a_zip_of_its_frames_is_named(server, tmp_path, env):
+    server.chunk_size = 2
+    server.add_task(7, labels=["cat"], frames=colored_frames(3))
+    server._chunk = lambda task_id, number: (200, b"<html>proxy error</html>", [])
+
+    with pytest.raises(CvatServerError, match=r"chunk 0 \(frames 0-1\) of task 7 is not the zip of "
+                       r"frames CVAT serves for an image task \(24 bytes\)"):  # fmt: skip
+        run(server, tmp_path, FakePredictor(["cat"], []))
+
+    one_file = io.BytesIO()
+    with zipfile.ZipFile(one_file, "w") as archive:
+        archive.writestr("000000.png", png())
+    server._chunk = lambda task_id, number: (200, one_file.getvalue(), [])
+    with pytest.raises(CvatServerError, match="it holds 1 file.s. for its 2 frame.s."):
+        run(server, tmp_path, FakePredictor(["cat"], []))
+    assert uploaded(server) == []
+
+
+def test_frames_are_fetched_ahead_of_the_model_a_few_at_most(server, tmp_path, env):
+    server.chunk_size = 1
+    server.add_task(7, labels=["cat"], frames=colored_frames(PREFETCH_FRAMES + 10))
+    requests_seen = []
+
+    class SlowFirstFrame(FakePredictor):
+        def predict(self, image):
+            if not self.images:  # the fetching thread runs on while the model works
+                deadline = time.monotonic() + 10
+                while len(data_requests(server)) <= PREFETCH_FRAMES and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                time.sleep(0.2)
+                requests_seen.append(len(data_requests(server)))
+            return super().predict(image)
+
+    predictor = SlowFirstFrame(["cat"], [])
+    run(server, tmp_path, predictor, dry_run=True)
+
+    # the queue's frames, the one in the thread's hand, the one the model has
+    assert PREFETCH_FRAMES < requests_seen[0] <= PREFETCH_FRAMES + 2
+    assert reds(predictor) == list(range(PREFETCH_FRAMES + 10))
+
+
+def test_a_model_failure_stops_the_fetching(server, tmp_path, env):
+    server.chunk_size = 1
+    server.add_task(7, labels=["cat"], frames=colored_frames(PREFETCH_FRAMES + 20))
+
+    class Failing(FakePredictor):
+        def predict(self, image):
+            raise RuntimeError("out of memory")
+
+    with pytest.raises(RuntimeError, match="out of memory"):
+        run(server, tmp_path, Failing(["cat"], []))
+
+    fetched = len(data_requests(server))
+    time.sleep(0.3)
+    assert len(data_requests(server)) == fetched <= PREFETCH_FRAMES + 2
+    assert not [t for t in threading.enumerate() if t.name == "preannotate-frames"]
+    assert uploaded(server) == []
 
 
 def test_video_frames_take_the_size_of_the_single_meta_entry(server, tmp_path, env):
     server.add_task(7, labels=["cat"], frames=frames(2), video="clip.mp4")
     predictor = FakePredictor(["cat"], [[], [det("cat", 0.6, 1, 2, 3, 4)]])
 
-    run(server, tmp_path, predictor)
+    metadata, report = run(server, tmp_path, predictor)
 
+    # CVAT's chunks of a video task are video files: frames come one per request
+    assert data_requests(server) == [("frame", 0), ("frame", 1)]
+    assert "fetched one per request (its original chunks are video, not image sets)" in report
     assert uploaded(server)[0]["frame"] == 1
     images = predictions_json(tmp_path)["images"]
     assert [(i["file_name"], i["width"]) for i in images] == [

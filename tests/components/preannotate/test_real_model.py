@@ -14,6 +14,9 @@ from cvat_kfp.components.preannotate.preannotate import run_preannotate
 from tests.components.export_annotations.cvat_mock_server import CvatMockServer
 from tests.trained_models import CLASSES
 
+pytestmark = pytest.mark.slow  # trains or loads a model, or runs a pipeline
+
+
 THRESHOLD = 0.05
 
 

@@ -11,10 +11,11 @@ from cvat_kfp.components.train_maskrcnn.component import train_maskrcnn
 from cvat_kfp.components.training.presets import presets_for
 from tests.components.training._training_data import make_tfrecords
 
-pytestmark = pytest.mark.filterwarnings("ignore")
-
 # Stage 1 only (heads), one epoch of one step, evaluated at its end: the staged schedule's stage
 # changes are the engine's tests; here, the component's wiring.
+pytestmark = pytest.mark.slow  # trains or loads a model, or runs a pipeline
+
+
 HYPERPARAMETERS = """
 num_steps: 1
 stage_1_epochs: 1

@@ -12,7 +12,8 @@ from cvat_kfp.components.train_tfod.component import train_tfod
 from cvat_kfp.components.training.presets import presets_for
 from tests.components.training._training_data import make_tfrecords
 
-pytestmark = pytest.mark.filterwarnings("ignore")
+pytestmark = pytest.mark.slow  # trains or loads a model, or runs a pipeline
+
 
 COCO_METRICS = {"AP", "AP50", "AP75", "APs", "APm", "APl"}
 

@@ -78,6 +78,7 @@ def again(trained, tfrecords, model_dir, durable=None, **overrides):
 # --- a run ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_trains_checkpoints_evaluates_and_mirrors(trained):
     result, model_dir = trained.result, trained.root / "model"
     assert (result.global_step, result.steps_trained, result.resumed_from_step) == (6, 6, None)
@@ -112,6 +113,7 @@ def test_trains_checkpoints_evaluates_and_mirrors(trained):
     assert any("step 4: evaluated on the val split: AP" in line for line in trained.lines)
 
 
+@pytest.mark.slow
 def test_a_finished_run_started_again_returns_at_once(trained, tfrecords, no_model_built):
     started = time.monotonic()
     result = again(trained, tfrecords, trained.root / "model")
@@ -121,6 +123,7 @@ def test_a_finished_run_started_again_returns_at_once(trained, tfrecords, no_mod
     assert result.final_loss == trained.result.final_loss
 
 
+@pytest.mark.slow
 def test_a_finished_run_on_a_fresh_pod_gets_its_outputs_back(
     trained, tfrecords, tmp_path, no_model_built
 ):
@@ -133,6 +136,7 @@ def test_a_finished_run_on_a_fresh_pod_gets_its_outputs_back(
     assert (tmp_path / "model" / "metrics.json").is_file()
 
 
+@pytest.mark.slow
 def test_a_finished_run_without_metrics_is_evaluated_not_trained(trained, tfrecords, tmp_path):
     durable = tmp_path / "durable"
     shutil.copytree(trained.durable, durable)
@@ -144,6 +148,7 @@ def test_a_finished_run_without_metrics_is_evaluated_not_trained(trained, tfreco
     assert json.loads((durable / "metrics.json").read_text())["global_step"] == 6
 
 
+@pytest.mark.slow
 def test_another_models_checkpoint_location_is_refused(trained, tfrecords, no_model_built):
     config = small_config(tfrecords, num_steps=6)
     config.task.model.input_size = [384, 384, 3]
@@ -160,6 +165,7 @@ def test_another_models_checkpoint_location_is_refused(trained, tfrecords, no_mo
 # --- the loss guard ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_nan_loss_stops_training_naming_its_step(tfrecords, tmp_path, monkeypatch):
     original = RetinaNetTask.train_step
 

@@ -17,6 +17,9 @@ from cvat_kfp.components.training.engine import train
 from cvat_kfp.components.training.experiment import build_experiment_config
 from cvat_kfp.components.training.hyperparameters import parse_hyperparameters
 
+pytestmark = pytest.mark.slow  # trains or loads a model, or runs a pipeline
+
+
 CLASSES = ("circle", "square")
 PRESET = "retinanet-mobilenetv2-light"
 NUM_STEPS = 160

@@ -20,6 +20,9 @@ from tests.gcs_emulator import create_bucket, gcs_emulator, gcs_server  # noqa: 
 
 from ._training_data import REPO_ROOT, make_tfrecords, small_config
 
+pytestmark = pytest.mark.slow  # trains or loads a model, or runs a pipeline
+
+
 NUM_STEPS = 16
 CHECKPOINT_INTERVAL = 2
 KILL_AFTER_STEP = 4

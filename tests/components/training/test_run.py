@@ -144,6 +144,7 @@ def same_weights(a, b) -> bool:
 # --- a run ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_run_writes_the_model_artifact_and_flat_metrics(parent, tfrecords):
     result, model_dir = parent.result, parent.model_dir
     assert result.train.global_step == 4
@@ -179,6 +180,7 @@ def test_a_run_writes_the_model_artifact_and_flat_metrics(parent, tfrecords):
 # --- fine-tuning ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_fine_tuning_with_the_same_label_map_restores_all_weights(parent, tfrecords, tmp_path):
     with logged_lines() as lines:
         result = run_training(
@@ -205,6 +207,7 @@ def test_fine_tuning_with_the_same_label_map_restores_all_weights(parent, tfreco
     assert same_weights(model, parent_model(config, config.task.init_checkpoint))
 
 
+@pytest.mark.slow
 def test_fine_tuning_with_other_classes_restores_backbone_and_decoder(
     parent, two_classes, tmp_path
 ):
@@ -288,6 +291,7 @@ def check_initialized_from(pretrained, config):
     assert not same_weights(model.head, pretrained.model.head)  # the head was not in it
 
 
+@pytest.mark.slow
 def test_a_pretrained_checkpoint_from_a_local_prefix_or_archive(pretrained, tfrecords, tmp_path):
     lines = []
     config = plan(
@@ -305,6 +309,7 @@ def test_a_pretrained_checkpoint_from_a_local_prefix_or_archive(pretrained, tfre
     check_initialized_from(pretrained, config)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("gcs_emulator")
 def test_a_pretrained_checkpoint_from_gcs(pretrained, tfrecords, tmp_path):
     create_bucket("weights")
@@ -316,6 +321,7 @@ def test_a_pretrained_checkpoint_from_gcs(pretrained, tfrecords, tmp_path):
     check_initialized_from(pretrained, config)
 
 
+@pytest.mark.slow
 def test_a_pretrained_checkpoint_without_the_modules_is_refused(pretrained, tfrecords, tmp_path):
     prefix = tf.train.Checkpoint(net=pretrained.model.backbone).write(str(tmp_path / "ckpt-1"))
     with pytest.raises(TrainingInputError, match="has no backbone or decoder at its top level"):

@@ -59,6 +59,7 @@ def test_each_stage_has_its_learning_rate_as_a_function_of_the_global_step():
     assert [float(schedule(step)) for step in (0, 5, 9)] == pytest.approx([0.0005] * 3)
 
 
+@pytest.mark.slow
 def test_a_restart_with_another_learning_rate_uses_it(tmp_path):
     """The rate is not saved in the checkpoint: a restart follows its own hyperparameters."""
 
@@ -164,6 +165,7 @@ def changed(before, after, group) -> bool:
     return any(not np.array_equal(a, b) for a, b in zip(before[group], after[group]))
 
 
+@pytest.mark.slow
 def test_staged_training_freezes_each_stage_and_again_after_a_resume(tfrecords, tmp_path):
     hp, config = staged_config(
         "num_steps: 1\nstage_1_epochs: 3\nstage_2_epochs: 1\nstage_3_epochs: 1\nbatch_size: 2\n"

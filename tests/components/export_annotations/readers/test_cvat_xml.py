@@ -738,3 +738,33 @@ def test_conformance_airo_lego_with_images_of_the_same_aspect(shared_test_data, 
     assert dataset.annotations[0]["segmentation"][0] == pytest.approx(
         [v / 8 for v in first], abs=1e-3
     )
+
+
+# --- source and frame numbers (measure-corrections reads them) ---------------------------------
+
+
+def test_each_shape_keeps_its_source_and_each_image_its_frame_number(export, tmp_path):
+    shapes = """
+      <box label="cat" source="auto" xtl="0" ytl="0" xbr="2" ybr="2"/>
+      <box label="cat" source="semi-auto" xtl="3" ytl="3" xbr="5" ybr="6"/>
+      <polygon label="dog" source="manual" points="0,0;4,0;4,4"/>
+      <polygon label="dog" source="auto" points="10,0;14,0;14,4" group_id="3"/>
+      <polygon label="dog" source="auto" points="10,5;14,5;14,9" group_id="3"/>
+      <polygon label="dog" source="auto" points="0,5;4,5;4,9" group_id="4"/>
+      <polygon label="dog" source="manual" points="5,5;8,5;8,9" group_id="4"/>
+      <box label="cat" xtl="0" ytl="0" xbr="1" ybr="1"/>"""
+    body = _image_xml(shapes, extra="") + _image_xml("", name="b.png").replace('id="0"', 'id="7"')
+    images = {"a.png": (20, 10), "b.png": (20, 10)}
+    dataset, _ = read_into(cvat_xml, export(body, images=images), tmp_path / "out")
+    sources = [a.get("source") for a in dataset.annotations]
+    # a group of auto shapes is auto; one a person added a part to is a person's change
+    assert sources == ["auto", "semi-auto", "manual", "auto", "semi-auto", None]
+    assert [image["frame"] for image in dataset.images] == [0, 7]
+
+
+def test_a_task_whose_frames_are_all_deleted_reads_as_either_format(export, tmp_path):
+    root = export("")
+    assert cvat_xml.detect(root) == [VIDEO]
+    for format_name in (IMAGES, VIDEO):
+        dataset, _ = read_into(cvat_xml, root, tmp_path / format_name, format_name=format_name)
+        assert dataset.images == [] and dataset.annotations == []

@@ -1,0 +1,1 @@
+"""measure-corrections: what annotators kept, corrected, deleted and added after pre-annotation."""
