@@ -11,7 +11,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..common.cvat_client import check_cvat_url
 from ..common.dataset import Dataset
+from ..common.redaction import redact_url
 from ..common.report import Report, ReportError
 from .builder import STAGE, DatasetBuilder
 from .formats import AUTO, read_export, resolve_format
@@ -84,8 +86,12 @@ def run_export_annotations(
             "give exactly one source: `source` (a CVAT export: folder, archive, gs:// or https:// "
             "URI) or `cvat_url` with task, project or job ids"
         )
+    if from_server:
+        cvat_url = check_cvat_url(cvat_url)
     if from_server and not has_ids:
-        raise ValueError(f"cvat_url {cvat_url} needs task_ids, project_ids or job_ids to export")
+        raise ValueError(
+            f"cvat_url {redact_url(cvat_url)} needs task_ids, project_ids or job_ids to export"
+        )
 
     report = Report(STAGE)
     builder = DatasetBuilder(report)
@@ -141,6 +147,7 @@ def _read_server_exports(
     format_name = (
         SERVER_FORMAT if format_name.strip().lower() == AUTO else resolve_format(format_name)
     )
+    server = redact_url(cvat_url)
     exports = export_from_cvat(
         cvat_url,
         scratch / "downloads",
@@ -155,6 +162,6 @@ def _read_server_exports(
         builder.default_group = export.group if group_by_task else None
         builder.file_prefix = Path(export.archive).stem if len(exports) > 1 else ""
         read_export(root, builder, format_name)
-        builder.report.note("read", f"{export.resource}: read as {format_name}", cvat_url)
+        builder.report.note("read", f"{export.resource}: read as {format_name}", server)
     builder.default_group, builder.file_prefix = None, ""
-    return format_name, [f"{cvat_url} {export.resource}" for export in exports]
+    return format_name, [f"{server} {export.resource}" for export in exports]

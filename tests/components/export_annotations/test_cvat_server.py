@@ -327,3 +327,18 @@ def test_a_cvat_url_with_credentials_is_refused_and_its_password_never_shown(
     shown = "\n".join([str(error.value), *lines, caplog.text])
     assert "s3cret-pw" not in shown
     assert server.requests == []
+
+
+@pytest.mark.parametrize("ids", [{}, {"task_ids": "12"}], ids=["no ids", "a task"])
+def test_the_export_stage_refuses_a_cvat_url_with_credentials_before_anything_else(
+    server, tmp_path, ids, caplog
+):
+    from cvat_kfp.components.export_annotations.export import run_export_annotations
+
+    url = server.url.replace("http://", "http://alice:s3cret-pw@")
+
+    with pytest.raises(ValueError, match="carries credentials") as error:
+        run_export_annotations(tmp_path / "dataset", tmp_path / "report.md", cvat_url=url, **ids)
+
+    assert "s3cret-pw" not in str(error.value) + caplog.text
+    assert server.requests == []
