@@ -4,7 +4,9 @@ evaluate → export. Prints a line per stage, the test mAP and where the exporte
 
 The light presets with a short schedule that learns from scratch on shapes (no checkpoint can be
 downloaded here): a RetinaNet MobileNetV2 at 256 px (default; about 3 minutes on 2 cores) or,
-with `maskrcnn=True`, a Mask R-CNN MobileNetV2 (about 1 s/step: about 7 minutes).
+with `maskrcnn=True`, a Mask R-CNN MobileNetV2 (about 1 s/step: about 10 minutes). The
+evaluation calibrates each class's score threshold on the val split, and the demo prints them
+with the test F1 they give beside the F1 at 0.5.
 """
 
 from __future__ import annotations
@@ -38,14 +40,17 @@ DEMOS = {
         num_images=100,
     ),
     # From random weights a frozen backbone learns nothing: stage 3 only (all layers), which
-    # runs at a tenth of initial_learning_rate. Test mAP 0.22-0.45, mask mAP 0.33-0.45 (2 runs).
+    # runs at a tenth of initial_learning_rate. 300 steps left the classifier's scores under 0.5
+    # (test mAP 0.22-0.45, no detection at 0.5). 450 steps (about 10 minutes on 2 cores) and
+    # the thresholds calibrated on val (evaluate-model, 0.20-0.39) found 11/15, 15/15 and 10/14
+    # test shapes (seeds 0-2; mAP 0.33-0.55, mask mAP 0.35-0.63).
     "maskrcnn_training": DemoSetup(
         pipeline="maskrcnn_training",
         preset="maskrcnn-mobilenetv2-light",
         hyperparameters=(
-            "num_steps: 300\nstage_1_epochs: 0\nstage_2_epochs: 0\nstage_3_epochs: 1\n"
+            "num_steps: 450\nstage_1_epochs: 0\nstage_2_epochs: 0\nstage_3_epochs: 1\n"
             "batch_size: 2\ninitial_learning_rate: 0.3\nwarmup_steps: 30\n"
-            "checkpoint_interval: 100\neval_interval: 300\nseed: 1\n"
+            "checkpoint_interval: 150\neval_interval: 450\nseed: 1\n"
             "model_garden_overrides: {task.model.norm_activation.norm_momentum: 0.9}\n"
         ),
         num_images=100,
@@ -59,6 +64,24 @@ class DemoResult:
     exported_model: Path
     test_metrics: dict
     elapsed_s: float
+
+
+def thresholds_summary(thresholds_path: Path, metrics: dict) -> str:
+    """The calibrated score thresholds and the test F1 they give, against 0.5 for every class."""
+    from cvat_kfp.components.inference.thresholds import read_thresholds
+
+    rows = read_thresholds(thresholds_path)["classes"]
+    parts = [
+        f"{row['name']} {row['threshold']:.2f}" + ("" if row["calibrated"] else " (default)")
+        for row in rows
+    ]
+    text = "score thresholds (calibrated on the val split): " + ", ".join(parts) + "\n"
+    if "mean_F1_calibrated" in metrics:
+        text += (
+            f"test mean F1 (box IoU .5): {metrics['mean_F1_calibrated']:.3f} at those "
+            f"thresholds, {metrics['mean_F1_at_0.5']:.3f} at 0.5 for every class\n"
+        )
+    return text
 
 
 def make_demo_export(work_dir: Path, num_images: int, seed: int) -> Path:
@@ -123,6 +146,8 @@ def run_demo(
     if "mask_AP" in metrics:
         summary += f", mask mAP: {metrics['mask_AP']:.3f}"
     console.write(f"\n{summary}\n")
+    thresholds = run.find("evaluation", "evaluate-model") / "thresholds.json"
+    console.write(thresholds_summary(thresholds, metrics))
     console.write(f"exported model: {exported}\n")
     console.write(f"evaluation report: {run.find('report', 'evaluate-model')}\n")
     console.write(f"demo finished in {elapsed / 60:.1f} min\n")

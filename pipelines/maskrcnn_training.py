@@ -42,12 +42,12 @@ def maskrcnn_training(
     cpu_limit: str = "6",
     memory_limit: str = "24G",
     node_selector: dict = {},  # noqa: B006 (KFP reads the default; the function never mutates it)
-    score_threshold: float = 0.5,
+    score_threshold: float = -1.0,
     iou_threshold: float = 0.5,
     tflite: str = "auto",
     export_destination_uri: str = "",
     preannotate_task_id: str = "",
-    preannotate_score_threshold: float = 0.5,
+    preannotate_score_threshold: float = -1.0,
     preannotate_existing_annotations: str = "append",
     preannotate_mask_format: str = "polygon",
     select_task_id: str = "",
@@ -86,12 +86,12 @@ def maskrcnn_training(
         cpu_limit: CPU limit of the training pod, e.g. 6 or 7500m.
         memory_limit: Memory limit of the training pod (also bounds /dev/shm), e.g. 24G or 30Gi.
         node_selector: Node labels the training pod must run on, as JSON, e.g. {"cloud.google.com/gke-accelerator": "nvidia-tesla-t4"}. Empty: any node.
-        score_threshold: Lowest score counted as a detection in the confusion matrix and drawn images of the evaluation report (COCO AP uses every detection).
+        score_threshold: Lowest score counted as a detection in the confusion matrix and drawn images of the evaluation report (COCO AP uses every detection). -1: each class's threshold calibrated on the val split (highest F1; 0.5 for a class without val objects).
         iou_threshold: Overlap at which a detection matches an object in the confusion matrix.
         tflite: Also export model.tflite: "auto" (mobile presets), "yes" or "no".
         export_destination_uri: Also copy the exported model there (gs://... or a path), complete before visible.
         preannotate_task_id: A CVAT task id (on cvat_url) to pre-annotate with the new model. Empty: skipped.
-        preannotate_score_threshold: Lowest score of an uploaded prediction.
+        preannotate_score_threshold: Lowest score of an uploaded prediction. -1: each class's threshold calibrated on the val split, as the exported model carries them.
         preannotate_existing_annotations: The task's own annotations: "append" to them or "replace" them.
         preannotate_mask_format: Shape of the uploaded instances: "polygon" or "mask" (CVAT masks).
         select_task_id: A CVAT task id (on cvat_url) whose unannotated frames the new model ranks for annotation (select-frames). Empty: skipped. Not the preannotate task: its frames would count as annotated.

@@ -121,6 +121,7 @@ def _train_evaluate_export(
     evaluate = evaluate_model(
         model=train.outputs["model"],
         test_tfrecords=data.outputs["test"],
+        val_tfrecords=data.outputs["val"],  # calibrates the per-class score thresholds
         score_threshold=params["score_threshold"],
         iou_threshold=params["iou_threshold"],
     )
@@ -128,6 +129,7 @@ def _train_evaluate_export(
     export = export_model(
         model=train.outputs["model"],
         test_metrics=evaluate.outputs["metrics"],
+        evaluation=evaluate.outputs["evaluation"],  # the thresholds, into export.json
         tflite=params["tflite"],
         destination_uri=params["export_destination_uri"],
     )

@@ -9,7 +9,14 @@ Outputs (the `evaluation_dir`, the component's `evaluation` artifact):
   1/1000 pixel and scores to 5 decimals there, the metrics computed on the unrounded values;
 - ground_truth.json: the test split in COCO instances form (pixel boxes, RLE masks);
 - per_class.json: per-class counts, AP/AP50/AP75 (and mask_*), and the precision-recall curves;
-- metrics.json: the metrics, the confusion matrix, the thresholds and the model's description.
+- metrics.json: the metrics, the confusion matrix, the thresholds and the model's description;
+- thresholds.json: per class, the score threshold of highest F1 on the val split (thresholds.py),
+  or the default and why; every class at the default when no val split is given.
+
+Score thresholds: COCO AP counts every detection. The confusion matrix, the drawn images and the
+F1 figures count those at or above a class's threshold: by default (score_threshold -1) the ones
+calibrated on the val split, else the one score_threshold given for every class. The metrics
+also give the test split's mean F1 at the calibrated thresholds and at the single default 0.5.
 
 Metrics keep COCO's -1 for "no ground-truth object of that size" (see coco_eval.py).
 """
@@ -34,6 +41,17 @@ from .coco_eval import STAT_NAMES, CocoEvalResult, run_cocoeval
 from .confusion import BACKGROUND, ImageMatches, confusion_matrix, match_image
 from .report_html import ReportImage, render_report
 from .tfrecords import Split, decode_image, load_split
+from .thresholds import (
+    CALIBRATION_IOU,
+    DEFAULT_SCORE_THRESHOLD,
+    THRESHOLDS_FILE,
+    ImageObjects,
+    calibrate,
+    class_outcomes,
+    mean_f1,
+    thresholds_json,
+    write_thresholds,
+)
 
 Log = Callable[[str], None]
 logger = logging.getLogger(__name__)
@@ -44,6 +62,10 @@ PER_CLASS_FILE = "per_class.json"
 METRICS_FILE = "metrics.json"
 JSON_BOX_DECIMALS = 3  # detections.json: pixels to 1/1000
 JSON_SCORE_DECIMALS = 5
+CALIBRATED = -1.0  # score_threshold: each class's threshold calibrated on the val split
+NO_VAL_SPLIT = "default: no validation split given"
+F1_DEFAULT_METRIC = "mean_F1_at_0.5"  # test mean F1 at DEFAULT_SCORE_THRESHOLD for every class
+F1_CALIBRATED_METRIC = "mean_F1_calibrated"  # ... at the thresholds calibrated on val
 
 
 class EvaluationError(ValueError):
@@ -87,24 +109,28 @@ def run_evaluate_model(
     evaluation_dir: str | os.PathLike,
     ap_table_path: str | os.PathLike,
     report_path: str | os.PathLike,
+    val_tfrecords_dir: str | os.PathLike | None = None,
     *,
     checkpoint: str = "best",
-    score_threshold: float = 0.5,
+    score_threshold: float = CALIBRATED,
     iou_threshold: float = 0.5,
     max_report_images: int = 24,
 ) -> EvaluateModelResult:
     """Evaluate the model in `model_dir` (trained or exported) on the TFRecords in
     `test_tfrecords_dir`: the files above into `evaluation_dir`, the per-class AP table
-    (Markdown) to `ap_table_path`, the HTML report to `report_path`."""
+    (Markdown) to `ap_table_path`, the HTML report to `report_path`; the score thresholds
+    calibrated on the TFRecords in `val_tfrecords_dir` when given."""
     from ..inference.predictor import load_predictor
 
     _check_arguments(score_threshold, iou_threshold, max_report_images)
     split = load_split(test_tfrecords_dir)  # before the model: a bad split fails in a second
+    val = load_split(val_tfrecords_dir) if val_tfrecords_dir is not None else None
     predictor = load_predictor(model_dir, checkpoint=checkpoint)
     return evaluate(
         predictor,
         split,
         evaluation_dir,
+        val=val,
         ap_table_path=ap_table_path,
         report_path=report_path,
         score_threshold=score_threshold,
@@ -119,18 +145,23 @@ def evaluate(
     test: Split | str | os.PathLike,
     output_dir: str | os.PathLike,
     *,
+    val: Split | str | os.PathLike | None = None,
     ap_table_path: str | os.PathLike | None = None,
     report_path: str | os.PathLike | None = None,
-    score_threshold: float = 0.5,
+    score_threshold: float = CALIBRATED,
     iou_threshold: float = 0.5,
     max_report_images: int = 24,
     log: Log = print,
 ) -> EvaluateModelResult:
-    """Run `predictor` (components/inference Predictor) on every test image and evaluate; the AP
-    table and the HTML report go to `ap_table_path` and `report_path` when given."""
+    """Run `predictor` (components/inference Predictor) on every test image and evaluate, with a
+    `val` split on every val image too, to calibrate the score thresholds; the AP table and the
+    HTML report go to `ap_table_path` and `report_path` when given."""
     _check_arguments(score_threshold, iou_threshold, max_report_images)
     split = test if isinstance(test, Split) else load_split(test)
     check_label_maps(predictor.label_map, split.label_map, split.directory)
+    if val is not None:
+        val = val if isinstance(val, Split) else load_split(val)
+        check_label_maps(predictor.label_map, val.label_map, val.directory)
     label_map = split.label_map
     description = dict(getattr(predictor, "description", {}) or {})
     log(
@@ -148,9 +179,18 @@ def evaluate(
         log("the test split has no masks: mask metrics are left out, boxes only")
     metrics = {name: value for e in evaluations for name, value in e.metrics().items()}
 
-    matches, gt_classes, det_classes = _match_all(
-        split, predictions, score_threshold, iou_threshold
-    )
+    calibration = _calibrate(predictor, val, log)
+    calibrated = {row["id"]: row["threshold"] for row in calibration["classes"]}
+    if score_threshold == CALIBRATED:
+        in_use = calibrated
+    else:
+        in_use = dict.fromkeys(calibrated, score_threshold)
+    score_f1 = _test_f1(split, predictions, calibrated, in_use)
+    metrics[F1_DEFAULT_METRIC] = score_f1["mean_f1_default"]
+    if val is not None:
+        metrics[F1_CALIBRATED_METRIC] = score_f1["mean_f1_calibrated"]
+
+    matches, gt_classes, det_classes = _match_all(split, predictions, in_use, iou_threshold)
     matrix = confusion_matrix(matches, gt_classes, det_classes, len(label_map))
     categories = [*label_map.names, _background_name(label_map)]
     per_class = per_class_rows(evaluations)
@@ -165,9 +205,9 @@ def evaluate(
         per_class=per_class,
         categories=categories,
         matrix=matrix,
-        images=_report_images(split, predictions, matches, score_threshold, max_report_images),
+        images=_report_images(split, predictions, matches, in_use, max_report_images),
         label_map=label_map,
-        score_threshold=score_threshold,
+        thresholds=_report_thresholds(calibration, score_f1, score_threshold),
         iou_threshold=iou_threshold,
         num_detections=len(detections),
     )
@@ -186,12 +226,15 @@ def evaluate(
             "num_objects": split.num_objects,
             "num_detections": len(detections),
             "score_threshold": score_threshold,
+            "score_thresholds": {label_map.names[k - 1]: t for k, t in in_use.items()},
+            "score_thresholds_f1": score_f1,
             "iou_threshold": iou_threshold,
             "confusion_matrix": {"categories": categories, "matrix": matrix},
             "model": description,
             "note": "-1: no ground-truth object of that size (COCO's convention)",
         },
     )
+    write_thresholds(output_dir / THRESHOLDS_FILE, calibration)
     for path, text in ((ap_table_path, ap_table), (report_path, report)):
         if path is not None:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -199,6 +242,7 @@ def evaluate(
     for evaluation in evaluations:
         log(f"COCO {evaluation.iou_type} evaluation:\n{evaluation.summary.rstrip()}")
     log(summary_line(metrics, len(detections)))
+    log(f1_line(score_f1, val is not None))
     return EvaluateModelResult(
         metrics=metrics,
         class_names=categories,
@@ -211,8 +255,11 @@ def evaluate(
 
 
 def _check_arguments(score_threshold: float, iou_threshold: float, max_report_images: int):
-    if not 0.0 <= score_threshold <= 1.0:
-        raise EvaluationError(f"score_threshold must be in [0, 1], got {score_threshold}")
+    if score_threshold != CALIBRATED and not 0.0 <= score_threshold <= 1.0:
+        raise EvaluationError(
+            f"score_threshold must be in [0, 1], or -1 for the thresholds calibrated on the val "
+            f"split, got {score_threshold}"
+        )
     if not 0.0 < iou_threshold <= 1.0:
         raise EvaluationError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
     if max_report_images < 0:
@@ -318,7 +365,109 @@ def rounded_for_json(detections: list[dict]) -> list[dict]:
     ]  # fmt: skip
 
 
-def _match_all(split: Split, predictions: list[ImagePredictions], score_threshold, iou):
+def _calibrate(predictor, val: Split | None, log: Log) -> dict:
+    """thresholds.json's table: calibrated on `val`, or every class at the default without it."""
+    names = predictor.label_map.names
+    if val is None:
+        log(f"no val split: every class's score threshold is {DEFAULT_SCORE_THRESHOLD:g}")
+        table = thresholds_json(calibrate(class_outcomes([], len(names)), names), split=None)
+        for row in table["classes"]:
+            row["reason"] = NO_VAL_SPLIT
+        return table
+    log(f"calibrating score thresholds on {len(val.images)} val images from {val.directory}")
+    val_predictions = _predict_all(predictor, val, log)
+    table = thresholds_json(
+        calibrate(class_outcomes(image_objects(val, val_predictions), len(names)), names)
+    )
+    for row in table["classes"]:
+        how = (
+            f"precision {row['precision']:.3f}, recall {row['recall']:.3f}, F1 {row['f1']:.3f}"
+            if row["calibrated"]
+            else row["reason"]
+        )
+        log(f"  {row['name']}: score threshold {row['threshold']:.3f} ({how})")
+    return table
+
+
+def image_objects(split: Split, predictions: list[ImagePredictions]) -> list[ImageObjects]:
+    """Each image's ground truth and every detection, for thresholds.class_outcomes."""
+    by_image: dict[int, list[dict]] = {image.id: [] for image in split.images}
+    for ann in split.ground_truth["annotations"]:
+        by_image[ann["image_id"]].append(ann)
+    found = []
+    for image in predictions:
+        anns = by_image[image.image_id]
+        found.append(
+            ImageObjects(
+                np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4),
+                np.array([a["category_id"] for a in anns], dtype=np.int64),
+                np.array([a["iscrowd"] for a in anns], dtype=np.int64),
+                image.boxes,
+                image.classes,
+                image.scores,
+            )
+        )
+    return found
+
+
+def _test_f1(split, predictions, calibrated: dict, in_use: dict) -> dict:
+    """The test split's per-class precision, recall and F1 at box IoU .5 (the calibration's
+    matching) at the calibrated thresholds and at the single default, and their means."""
+    outcomes = class_outcomes(image_objects(split, predictions), len(split.label_map))
+    default = dict.fromkeys(calibrated, DEFAULT_SCORE_THRESHOLD)
+    mean_calibrated, at_calibrated = mean_f1(outcomes, calibrated)
+    mean_default, at_default = mean_f1(outcomes, default)
+    mean_in_use, at_in_use = mean_f1(outcomes, in_use)
+    return {
+        "iou_threshold": CALIBRATION_IOU,
+        "default_threshold": DEFAULT_SCORE_THRESHOLD,
+        "mean_f1_calibrated": mean_calibrated,
+        "mean_f1_default": mean_default,
+        "mean_f1_in_use": mean_in_use,
+        "note": "mean over the classes with test objects",
+        "classes": [
+            {
+                "id": k,
+                "name": split.label_map.names[k - 1],
+                "test_objects": at_in_use[k].num_objects,
+                "threshold": in_use[k],
+                "precision": at_in_use[k].precision,
+                "recall": at_in_use[k].recall,
+                "f1": at_in_use[k].f1,
+                "f1_calibrated": at_calibrated[k].f1,
+                "f1_default": at_default[k].f1,
+            }
+            for k in sorted(outcomes)
+        ],
+    }
+
+
+def _report_thresholds(calibration: dict, score_f1: dict, score_threshold: float) -> dict:
+    """What the report says of the thresholds: which were used, how each was chosen."""
+    if score_threshold == CALIBRATED and calibration["split"] is None:
+        used = f"with score &ge; {DEFAULT_SCORE_THRESHOLD:g} for every class (no val split given)"
+    elif score_threshold == CALIBRATED:
+        used = "at or above their class's score threshold, calibrated on the val split (below)"
+    else:
+        used = f"with score &ge; {score_threshold:g} for every class (score_threshold)"
+    return {"used": used, "calibration": calibration, "test": score_f1}
+
+
+def f1_line(score_f1: dict, calibrated: bool) -> str:
+    line = f"test mean F1 (box IoU .5) at score {score_f1['default_threshold']:g}: "
+    line += format_value(score_f1["mean_f1_default"])
+    if calibrated:
+        line += f", at the calibrated thresholds: {format_value(score_f1['mean_f1_calibrated'])}"
+    return line
+
+
+def _kept(scores: np.ndarray, classes: np.ndarray, thresholds: dict[int, float]) -> np.ndarray:
+    """Indexes of the detections at or above their class's threshold."""
+    per_class = np.array([thresholds.get(int(c), DEFAULT_SCORE_THRESHOLD) for c in classes])
+    return np.flatnonzero(scores >= per_class) if len(scores) else np.zeros(0, dtype=np.int64)
+
+
+def _match_all(split: Split, predictions: list[ImagePredictions], thresholds: dict, iou):
     by_image: dict[int, list[dict]] = {image.id: [] for image in split.images}
     for ann in split.ground_truth["annotations"]:
         by_image[ann["image_id"]].append(ann)
@@ -328,8 +477,7 @@ def _match_all(split: Split, predictions: list[ImagePredictions], score_threshol
         anns = by_image[image.image_id]
         gt_classes[image.image_id] = np.array([a["category_id"] for a in anns], dtype=np.int64)
         det_classes[image.image_id] = image.classes
-        keep = image.scores >= score_threshold
-        kept = np.flatnonzero(keep)
+        kept = _kept(image.scores, image.classes, thresholds)
         found = match_image(
             image.image_id,
             np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4),
@@ -414,7 +562,7 @@ def summary_line(metrics: dict[str, float], num_detections: int) -> str:
     return f"evaluation done, {num_detections} detections: " + ", ".join(parts)
 
 
-def _report_images(split, predictions, matches, score_threshold, max_images) -> list[ReportImage]:
+def _report_images(split, predictions, matches, thresholds, max_images) -> list[ReportImage]:
     """The worst images first (most misses, false detections and confusions), then test order."""
     order = sorted(range(len(split.images)), key=lambda i: (-matches[i].num_errors, i))
     by_image: dict[int, list[dict]] = {image.id: [] for image in split.images}
@@ -423,7 +571,7 @@ def _report_images(split, predictions, matches, score_threshold, max_images) -> 
     chosen = []
     for i in order[:max_images]:
         image, found, match = split.images[i], predictions[i], matches[i]
-        keep = np.flatnonzero(found.scores >= score_threshold)
+        keep = _kept(found.scores, found.classes, thresholds)
         masks = None
         if found.masks is not None:
             masks = [mask_utils.decode(found.masks[d]) for d in keep]
@@ -449,6 +597,7 @@ def _write_json(path: Path, value) -> None:
 
 
 __all__ = [
+    "CALIBRATED",
     "STAT_NAMES",
     "EvaluationError",
     "EvaluateModelResult",

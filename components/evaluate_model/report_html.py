@@ -73,10 +73,12 @@ def render_report(
     matrix: list[list[int]],
     images: list[ReportImage],
     label_map: LabelMap,
-    score_threshold: float,
+    thresholds: dict,
     iou_threshold: float,
     num_detections: int,
 ) -> str:
+    """`thresholds`: "used" (which score thresholds the matrix and images count, in words),
+    "calibration" (thresholds.json's table) and "test" (evaluate's per-class test F1)."""
     e = html.escape
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
@@ -98,8 +100,10 @@ def render_report(
         "<div class='grid'>",
         *(_pr_figure(row, evaluations) for row in per_class),
         "</div>",
+        "<h2>Score thresholds</h2>",
+        _thresholds_section(thresholds),
         "<h2>Confusion matrix</h2>",
-        f"<p class='note'>Detections with score &ge; {score_threshold:g}, per image in "
+        f"<p class='note'>Detections {thresholds['used']}, per image in "
         "descending score order, each matched to the unmatched ground-truth object it overlaps "
         f"most if the box IoU is &ge; {iou_threshold:g}, whatever the classes (a wrong class is "
         "a confusion). Unmatched objects are misses (predicted background), unmatched "
@@ -109,7 +113,7 @@ def render_report(
         f"<h2>Test images ({len(images)})</h2>",
         "<p class='note'>Most errors first (misses + false detections + confusions at the "
         "thresholds above). Dashed black and white: ground truth (mask outlined). "
-        f" Solid, coloured by class: predictions with score &ge; {score_threshold:g}, "
+        f" Solid, coloured by class: predictions {thresholds['used']}, "
         "labelled with class and score.</p>",
         "<div class='grid'>",
         *(_image_figure(item, label_map) for item in images),
@@ -130,6 +134,44 @@ figure{margin:0;border:1px solid #ddd;padding:6px;background:#fafafa}
 figcaption{font-size:12px;color:#333;max-width:512px}
 img{display:block;max-width:100%}
 """.strip()
+
+
+def _thresholds_section(thresholds: dict) -> str:
+    calibration, test = thresholds["calibration"], thresholds["test"]
+    by_id = {row["id"]: row for row in test["classes"]}
+    default = f"{test['default_threshold']:g}"
+    rows = []
+    for row in calibration["classes"]:
+        colour = "rgb{}".format(class_colour(row["id"]))
+        if row["calibrated"]:
+            how = f"highest F1 on {html.escape(str(calibration['split']))}"
+            val = "".join(f"<td>{row[k]:.3f}</td>" for k in ("precision", "recall", "f1"))
+        else:
+            how, val = html.escape(row["reason"]), "<td></td><td></td><td></td>"
+        found = by_id[row["id"]]
+        rows.append(
+            f"<tr><td class='l'><span style='color:{colour}'>&#9632;</span> "
+            f"{html.escape(row['name'])}</td><td>{row['threshold']:.3f}</td>"
+            f"<td class='l'>{how}</td><td>{row['val_objects']}</td>{val}"
+            f"<td>{found['test_objects']}</td><td>{found['threshold']:.3f}</td>"
+            f"<td>{found['precision']:.3f}</td><td>{found['recall']:.3f}</td>"
+            f"<td>{found['f1']:.3f}</td><td>{found['f1_default']:.3f}</td></tr>"
+        )
+    mean_default = _fmt(float(test["mean_f1_default"]))
+    mean_calibrated = _fmt(float(test["mean_f1_calibrated"]))
+    return (
+        f"<p class='note'>The confusion matrix and the drawn images count the detections "
+        f"{thresholds['used']}. "
+        "A class's calibrated threshold is the score of highest F1 on the val split (box IoU "
+        f"&ge; {test['iou_threshold']:g}, one class at a time; ties: the higher precision); a "
+        f"class without val objects, or without a matching detection there, keeps {default}. "
+        f"Test split, mean F1 over the classes with objects: <b>{mean_calibrated}</b> at the "
+        f"calibrated thresholds, <b>{mean_default}</b> at {default} for every class.</p>"
+        "<table><tr><th class='l'>class</th><th>calibrated threshold</th><th class='l'>chosen</th>"
+        "<th>val objects</th><th>val precision</th><th>val recall</th><th>val F1</th>"
+        "<th>test objects</th><th>threshold used</th><th>test precision</th><th>test recall</th>"
+        f"<th>test F1</th><th>test F1 at {default}</th></tr>{''.join(rows)}</table>"
+    )
 
 
 def _fmt(value) -> str:

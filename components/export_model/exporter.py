@@ -10,8 +10,12 @@ The exported model directory:
                         in id order (row i below the header is class id i)
     model.tflite        the mobile presets (MobileNetV2 RetinaNet and Mask R-CNN): see
                         cvat_kfp.components.inference.tflite for its input contract
-    model_card.md       preset, dataset lineage, training steps, metrics, label map
-    export.json         what this export is (preset, step, checkpoint, signatures, TFLite)
+    model_card.md       preset, dataset lineage, training steps, metrics, score thresholds,
+                        label map
+    export.json         what this export is (preset, step, checkpoint, signatures, TFLite) and,
+                        given evaluate-model's evaluation, the per-class score thresholds it
+                        calibrated on the val split ("score_thresholds": its thresholds.json),
+                        which preannotate and the CVAT function use when given no threshold
 
 With `destination_uri`, the directory is also copied there (storage.upload_directory: `_SUCCESS`
 written last). A destination that already holds files is never overwritten: the same export
@@ -45,6 +49,13 @@ from ..inference.serving import (
     OUTPUT_KEYS,
     SERVE_IMAGE_BYTES,
     SERVING_DEFAULT,
+)
+from ..inference.thresholds import (
+    DEFAULT_SCORE_THRESHOLD,
+    EXPORT_KEY,
+    ThresholdsError,
+    evaluation_thresholds,
+    thresholds_markdown,
 )
 from ..inference.trained import TrainedModel, load_serving_module
 
@@ -83,6 +94,7 @@ def run_export_model(
     model_dir: str | os.PathLike,
     exported_model_dir: str | os.PathLike,
     model_card_path: str | os.PathLike,
+    evaluation_dir: str | os.PathLike | None = None,
     *,
     test_metrics: dict | None = None,
     checkpoint: str = "best",
@@ -90,14 +102,21 @@ def run_export_model(
     destination_uri: str = "",
 ) -> ExportModelResult:
     """Export the trained Model at `model_dir` into `exported_model_dir` (see the module
-    docstring); the model card also goes to `model_card_path`. `test_metrics`: evaluate-model's
-    metrics (name -> value) for the card."""
+    docstring); the model card also goes to `model_card_path`. `evaluation_dir`: evaluate-model's
+    evaluation, whose score thresholds go into export.json and the card. `test_metrics`:
+    evaluate-model's metrics (name -> value) for the card."""
     log = logger.info
     output_dir = Path(exported_model_dir)
     tflite = (tflite or "auto").strip().lower()
     if tflite not in TFLITE_CHOICES:
         raise ExportError(f"tflite must be one of {', '.join(TFLITE_CHOICES)}; got {tflite!r}")
     trained = TrainedModel.read(model_dir)
+    thresholds = None
+    if evaluation_dir is not None:
+        try:
+            thresholds = evaluation_thresholds(evaluation_dir, trained.label_map.names)
+        except ThresholdsError as error:
+            raise ExportError(str(error)) from None
     output_dir.mkdir(parents=True, exist_ok=True)
     if any(output_dir.iterdir()):
         raise ExportError(f"{output_dir} is not empty: export-model writes into an empty directory")
@@ -117,6 +136,8 @@ def run_export_model(
 
     metadata = export_metadata(trained, module, description, tflite_info)
     metadata["export_id"] = export_id(trained, description)
+    if thresholds is not None:
+        metadata[EXPORT_KEY] = thresholds
     card = model_card_markdown(trained, metadata, test_metrics)
     (output_dir / MODEL_CARD_FILE).write_text(card, encoding="utf-8")
     Path(model_card_path).parent.mkdir(parents=True, exist_ok=True)
@@ -290,6 +311,20 @@ def model_card_markdown(trained: TrainedModel, metadata: dict, test_metrics: dic
     lines += _metrics_table(meta.get("metrics"))
     lines += ["", "## Test metrics (evaluate-model)", ""]
     lines += _metrics_table(test_metrics) if test_metrics else ["(not given)"]
+    lines += ["", "## Score thresholds", ""]
+    if metadata.get(EXPORT_KEY):
+        lines += [
+            "Per class, the score of highest F1 on the validation split (evaluate-model); "
+            "preannotate and the CVAT function keep detections at or above it unless given a "
+            "threshold.",
+            "",
+            thresholds_markdown(metadata[EXPORT_KEY]).rstrip(),
+        ]
+    else:
+        lines.append(
+            f"Not calibrated (exported without evaluate-model's evaluation): users of this model "
+            f"get {DEFAULT_SCORE_THRESHOLD:g} for every class unless they give a threshold."
+        )
     lines += ["", "## Label map", "", "| id | name |", "|---|---|"]
     lines += [f"| {i} | {markdown_cell(name)} |" for i, name in trained.label_map.items()]
     lines += [

@@ -13,7 +13,7 @@ def preannotate(
     report: Output[Markdown],
     cvat_url: str,
     task_id: str,
-    score_threshold: float = 0.5,
+    score_threshold: float = -1.0,
     mask_format: str = "polygon",
     unknown_labels: str = "error",
     existing_annotations: str = "append",
@@ -34,7 +34,9 @@ def preannotate(
         cvat_url: The CVAT server, e.g. https://cvat.example.com (credentials go in the Secret).
         task_id: The CVAT task id to pre-annotate (a number; a string so that pipelines can
             leave it empty to skip the step).
-        score_threshold: Lowest score of a prediction that is kept.
+        score_threshold: Lowest score of a prediction that is kept. -1 (the default): each
+            label's threshold as the exported model carries it (calibrated on the val split by
+            evaluate-model; 0.5 where it carries none).
         mask_format: For Mask R-CNN models: "polygon" or "mask" (CVAT masks).
         unknown_labels: Model labels the task lacks: "error" (fail, listing them) or "skip".
         existing_annotations: "append" to the task's annotations or "replace" them.

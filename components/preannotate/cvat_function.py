@@ -17,6 +17,10 @@ a remote URI is taken to name one model for good, as export-model never writes o
 destination (remove its cache entry to fetch it again); a local archive is fetched again when
 its size or modification time changes.
 
+Score threshold: CVAT's (`--conf-threshold`) when it gives one, else `score_threshold`; its default
+-1 means each label's threshold as the exported model carries it (calibrated on the val split by
+evaluate-model; inference.thresholds), 0.5 for a model that carries none.
+
 The spec declares the model's labels by name with the label map's ids: rectangle labels for a
 detector, mask labels for Mask R-CNN (polygons when CVAT asks for conv_mask_to_poly). CVAT's
 driver matches them to the task's labels by name. Shapes come from the same conversion as the
@@ -36,6 +40,7 @@ import shutil
 import sys
 import tempfile
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 
 import cvat_sdk.auto_annotation as cvataa
@@ -43,6 +48,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ..common import storage
+from ..inference.thresholds import MODEL_THRESHOLDS, resolve_score_thresholds
 from . import shapes as geometry
 
 DEFAULT_SCORE_THRESHOLD = 0.5
@@ -59,9 +65,15 @@ class ModelSourceError(ValueError):
 class ModelFunction:
     """A Predictor (components/inference) behind cvat-sdk's DetectionFunction interface."""
 
-    def __init__(self, predictor, score_threshold: float = DEFAULT_SCORE_THRESHOLD):
+    def __init__(
+        self, predictor, score_threshold: float | Mapping[str, float] = DEFAULT_SCORE_THRESHOLD
+    ):
+        """`score_threshold`: one for every label, or label -> threshold (the model's)."""
         self.predictor = predictor
-        self.score_threshold = check_threshold(score_threshold)
+        if isinstance(score_threshold, Mapping):
+            self.score_threshold = {k: check_threshold(v) for k, v in score_threshold.items()}
+        else:
+            self.score_threshold = check_threshold(score_threshold)
         label_type = "mask" if predictor.has_masks else "rectangle"
         self.label_ids = {name: int(i) for i, name in predictor.label_map.items()}
         self.spec = cvataa.DetectionFunctionSpec(
@@ -113,17 +125,19 @@ class ModelFunction:
 
 def create(
     model: str,
-    score_threshold: float = DEFAULT_SCORE_THRESHOLD,
+    score_threshold: float = MODEL_THRESHOLDS,
     checkpoint: str = "best",
     cache_dir: str = "",
 ) -> ModelFunction:
     """The function for cvat-cli's `-p` parameters: the model at `model`, loaded once.
 
-    `score_threshold` applies when CVAT gives no threshold of its own; `checkpoint` ("best" or
+    `score_threshold` applies when CVAT gives no threshold of its own (-1: each label's threshold
+    as the exported model carries it, 0.5 where it carries none); `checkpoint` ("best" or
     "latest") picks a trained Model's checkpoint.
     """
     _log_to_stderr()
-    check_threshold(score_threshold)
+    if score_threshold != MODEL_THRESHOLDS:
+        check_threshold(score_threshold)
     if checkpoint not in ("best", "latest"):
         raise ModelSourceError(f"checkpoint must be 'best' or 'latest', not {checkpoint!r}")
     local = fetch_model(model, cache_dir or default_cache_dir())
@@ -143,7 +157,11 @@ def create(
         len(predictor.label_map),
         ", ".join(predictor.label_map.names),
     )
-    return ModelFunction(predictor, score_threshold)
+    thresholds = resolve_score_thresholds(local, predictor.label_map.names, score_threshold)
+    logger.info("score threshold (when CVAT gives none): %s", thresholds.describe())
+    if thresholds.source == "given":
+        return ModelFunction(predictor, score_threshold)
+    return ModelFunction(predictor, thresholds.by_label)
 
 
 def check_threshold(value) -> float:

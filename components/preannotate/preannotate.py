@@ -35,7 +35,7 @@ import threading
 import zipfile
 from collections import Counter
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,7 @@ from ..common.cvat_client import (
 )
 from ..common.redaction import redact_url
 from ..common.report import markdown_cell
+from ..inference.thresholds import MODEL_THRESHOLDS, ScoreThresholds, resolve_score_thresholds
 from .shapes import NO_SHAPE_TYPE, Shape, detections_to_shapes
 
 logger = logging.getLogger(__name__)
@@ -76,18 +77,19 @@ class PreannotateResult:
 @dataclass(frozen=True)
 class Options:
     task_id: int
-    score_threshold: float
+    score_threshold: float  # MODEL_THRESHOLDS (-1): the model's calibrated per-class thresholds
     mask_format: str
     unknown_labels: str
     existing_annotations: str
     batch_size: int
     dry_run: bool
+    thresholds: ScoreThresholds | None = None  # each label's, once the model is known
 
 
 def check_options(
     cvat_url: str,
     task_id: str | int,
-    score_threshold: float = 0.5,
+    score_threshold: float = MODEL_THRESHOLDS,
     mask_format: str = "polygon",
     unknown_labels: str = "error",
     existing_annotations: str = "append",
@@ -111,8 +113,11 @@ def check_options(
             raise ValueError(
                 f"{name} must be one of {', '.join(map(repr, allowed))}, not {value!r}"
             )
-    if not 0.0 <= float(score_threshold) <= 1.0:
-        raise ValueError(f"score_threshold must be in [0, 1], not {score_threshold}")
+    if float(score_threshold) != MODEL_THRESHOLDS and not 0.0 <= float(score_threshold) <= 1.0:
+        raise ValueError(
+            f"score_threshold must be in [0, 1], or {MODEL_THRESHOLDS:g} for the model's "
+            f"calibrated per-class thresholds, not {score_threshold}"
+        )
     if int(batch_size) != batch_size or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, not {batch_size}")
     return Options(
@@ -132,7 +137,7 @@ def run_preannotate(
     report_path: str,
     cvat_url: str,
     task_id: str,
-    score_threshold: float = 0.5,
+    score_threshold: float = MODEL_THRESHOLDS,
     mask_format: str = "polygon",
     unknown_labels: str = "error",
     existing_annotations: str = "append",
@@ -147,6 +152,8 @@ def run_preannotate(
     write the report (Markdown) to report_path.
 
     `predictor` (an inference Predictor) replaces loading the model from exported_model_dir.
+    score_threshold -1 (the default): each label's threshold as the exported model carries it
+    (calibrated on the val split by evaluate-model), 0.5 where it carries none.
     Raises ValueError for bad options and label mismatches, CvatServerError for the server's
     refusals.
     """
@@ -165,6 +172,13 @@ def run_preannotate(
         from ..inference.predictor import load_predictor
 
         predictor = load_predictor(exported_model_dir)
+    options = replace(
+        options,
+        thresholds=resolve_score_thresholds(
+            exported_model_dir, predictor.label_map.names, options.score_threshold
+        ),
+    )
+    logger.info(f"score threshold: {options.thresholds.describe()}")
     call = CvatCaller(cvat_url, credentials_source, retries, retry_delay, logger.info)
     with CvatClient(cvat_url, call, poll_interval=2.0, timeout=3600) as client:
         connect(client, call, credentials)
@@ -385,7 +399,7 @@ def predict(
                 frame.width,
                 frame.height,
                 shape_types,
-                options.score_threshold,
+                options.thresholds.by_label,
             )
             below_threshold += found.below_threshold
             for left_out in found.skipped:
@@ -532,6 +546,7 @@ def write_predictions(
         "info": {
             "description": f"predictions for CVAT {task.resource} ({task.task.name})",
             "score_threshold": options.score_threshold,
+            "score_thresholds": options.thresholds.by_label,
         },
         "images": [
             {
@@ -774,6 +789,7 @@ def _metadata(outcome: _Outcome) -> dict:
         "dry_run": o.dry_run,
         "existing_annotations": o.existing_annotations,
         "score_threshold": o.score_threshold,
+        "score_thresholds": o.thresholds.by_label,
         "mask_format": o.mask_format,
         "frames": len(outcome.task.frames),
         "predictions": len(predictions.kept),
@@ -810,7 +826,7 @@ def _report_markdown(outcome: _Outcome) -> str:
         f"| task | {o.task_id} ({markdown_cell(task.task.name)}) |",
         f"| mode | {mode} |",
         f"| model | {kinds}; {len(label_map)} label(s) |",
-        f"| score threshold | {o.score_threshold:g} |",
+        f"| score threshold | {markdown_cell(o.thresholds.describe())} |",
         f"| frames processed | {len(task.frames)}"
         + (f" ({task.deleted} deleted frame(s) left out)" if task.deleted else "")
         + " |",

@@ -21,6 +21,7 @@ import numpy as np
 from cvat_sdk.masks import encode_mask
 
 from ..common.dataset import mask_to_rle
+from ..inference.thresholds import DEFAULT_SCORE_THRESHOLD
 
 POLYGON_TOLERANCE = 0.5  # px: Douglas-Peucker simplification of the exact pixel outline
 MIN_PART_PIXELS = 4  # smaller parts of a mask are dropped unless nothing else is left
@@ -65,20 +66,26 @@ def detections_to_shapes(
     width: int,
     height: int,
     shape_types: Mapping[str, str],
-    score_threshold: float,
+    score_threshold: float | Mapping[str, float],
 ) -> FrameShapes:
     """One frame's detections (an inference Detections) as CVAT shapes for a width × height frame.
 
     `shape_types` maps each label to its shape type; a mask model's masks become polygons or CVAT
     masks, a boxes-only model's boxes fill a polygon or a mask label with their box.
+    `score_threshold`: one for every label, or label -> threshold (inference.thresholds: the
+    model's calibrated ones), whose missing labels get DEFAULT_SCORE_THRESHOLD.
     """
     shapes, skipped, below_threshold = [], [], 0
     for k in range(len(detections)):
         score = float(detections.scores[k])
-        if score < score_threshold:
+        label = detections.class_names[k]
+        if isinstance(score_threshold, Mapping):
+            threshold = score_threshold.get(label, DEFAULT_SCORE_THRESHOLD)
+        else:
+            threshold = score_threshold
+        if score < threshold:
             below_threshold += 1
             continue
-        label = detections.class_names[k]
         shape_type = shape_types.get(label)
         if shape_type is None:
             skipped.append(Skipped(label, NO_SHAPE_TYPE))

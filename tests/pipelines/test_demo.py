@@ -27,3 +27,19 @@ def test_the_maskrcnn_flag_picks_the_maskrcnn_pipeline():
     assert args.maskrcnn and args.work_dir == "d"
     assert DEMOS["maskrcnn_training"].preset == "maskrcnn-mobilenetv2-light"
     assert DEMOS["tfod_training"].preset == "retinanet-mobilenetv2-light"
+
+
+def test_the_demo_tells_the_calibrated_thresholds_and_their_test_f1(tmp_path):
+    from cvat_kfp.pipelines.demo import thresholds_summary
+
+    path = tmp_path / "thresholds.json"
+    path.write_text(
+        '{"classes": [{"name": "circle", "threshold": 0.312, "calibrated": true},'
+        ' {"name": "square", "threshold": 0.5, "calibrated": false,'
+        ' "reason": "default: no validation objects"}]}'
+    )
+    text = thresholds_summary(path, {"mean_F1_calibrated": 0.81, "mean_F1_at_0.5": 0.4})
+    assert text == (
+        "score thresholds (calibrated on the val split): circle 0.31, square 0.50 (default)\n"
+        "test mean F1 (box IoU .5): 0.810 at those thresholds, 0.400 at 0.5 for every class\n"
+    )

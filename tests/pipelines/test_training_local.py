@@ -116,6 +116,9 @@ def test_every_stage_runs_and_reports_where_its_outputs_are(resumed_run):
     assert (exported / "saved_model" / "saved_model.pb").is_file()
     assert (exported / "label_map.json").is_file()
     assert run.find("model_card", "export-model").read_text().strip()
+    # the score thresholds calibrated on the val split travel with the exported model
+    assert json.loads((exported / "export.json").read_text())["score_thresholds"]["split"] == "val"
+    assert "mean_F1_calibrated" in test_metrics
     # no pre-annotation without preannotate_task_id, no importer without init_model_uri
     assert not [task for task in run.outputs if task.startswith(("preannotate", "importer"))]
     # progress: a start and an end line per stage, then the output table

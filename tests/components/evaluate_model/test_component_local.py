@@ -70,3 +70,50 @@ def test_the_face_documents_its_outputs():
     assert set(spec.outputs) == {"metrics", "evaluation", "confusion_matrix", "ap_table", "report"}
     assert spec.inputs["checkpoint"].default == "best"
     assert spec.inputs["max_report_images"].default == 24
+
+
+class Exported(NamedTuple):
+    exported_model: Model
+
+
+@dsl.pipeline
+def evaluate_on_val_and_export(model_uri: str, val_uri: str, test_uri: str) -> Exported:
+    """The training pipelines' wiring: thresholds calibrated on val, carried by the export."""
+    from cvat_kfp.components.export_model.component import export_model
+
+    model = dsl.importer(artifact_uri=model_uri, artifact_class=Model)
+    val = dsl.importer(artifact_uri=val_uri, artifact_class=Dataset)
+    test = dsl.importer(artifact_uri=test_uri, artifact_class=Dataset)
+    evaluate = evaluate_model(
+        model=model.output, test_tfrecords=test.output, val_tfrecords=val.output,
+        max_report_images=1,
+    )  # fmt: skip
+    export = export_model(
+        model=model.output,
+        test_metrics=evaluate.outputs["metrics"],
+        evaluation=evaluate.outputs["evaluation"],
+        tflite="no",
+    )
+    return Exported(export.outputs["exported_model"])
+
+
+def test_thresholds_calibrated_on_val_travel_into_the_export(tiny_retinanet, kfp_local):
+    run = evaluate_on_val_and_export(
+        model_uri=str(tiny_retinanet),
+        val_uri=str(tiny_retinanet.parent / "val"),
+        test_uri=str(tiny_retinanet.parent / "test"),
+    )
+
+    exported = Path(run.outputs["exported_model"].path)
+    info = json.loads((exported / "export.json").read_text())
+    table = info["score_thresholds"]
+    assert table["split"] == "val"
+    assert [row["name"] for row in table["classes"]] == ["circle", "square", "triangle"]
+    card = (exported / "model_card.md").read_text()
+    assert "## Score thresholds" in card and "| mean_F1_calibrated |" in card
+
+
+def test_the_face_takes_an_optional_val_split_and_defaults_to_calibrated_thresholds():
+    spec = evaluate_model.component_spec
+    assert spec.inputs["val_tfrecords"].optional
+    assert spec.inputs["score_threshold"].default == -1.0

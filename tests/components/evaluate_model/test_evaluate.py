@@ -24,6 +24,7 @@ from tests.components.evaluate_model.fakes import FakePredictor
 CLASSES = ["circle", "square", "triangle"]
 BOX_METRICS = set(STAT_NAMES)
 MASK_METRICS = {f"mask_{name}" for name in STAT_NAMES}
+F1_METRICS = {"mean_F1_at_0.5"}  # and mean_F1_calibrated with a val split
 
 
 def quiet(message):
@@ -45,7 +46,7 @@ def test_perfect_predictions(shapes_split, tmp_path):
         predictor, shapes_split, tmp_path, ap_table_path=ap_table, max_report_images=5, log=quiet
     )
 
-    assert set(result.metrics) == BOX_METRICS | MASK_METRICS
+    assert set(result.metrics) == BOX_METRICS | MASK_METRICS | F1_METRICS
     assert result.metrics["AP"] == pytest.approx(1.0)
     assert result.metrics["mask_AP"] == pytest.approx(1.0)
     assert result.metrics["APl"] == -1.0  # no large object in 256x192 shapes: COCO's -1 kept
@@ -189,7 +190,7 @@ def test_a_mask_model_on_a_box_only_split_is_evaluated_on_boxes(shapes_split, tm
     result = evaluate(FakePredictor(shapes_split, has_masks=True), shapes_split, tmp_path,
                       log=logged.append)  # fmt: skip
 
-    assert set(result.metrics) == BOX_METRICS
+    assert set(result.metrics) == BOX_METRICS | F1_METRICS
     assert any("the test split has no masks" in line for line in logged)
     assert any("evaluation done" in line for line in logged)
 
@@ -204,6 +205,7 @@ def test_a_mask_model_must_give_masks(shapes_split, tmp_path):
     "arguments, message",
     [
         ({"score_threshold": 1.5}, "score_threshold"),
+        ({"score_threshold": -0.5}, r"or -1 for the thresholds calibrated"),
         ({"iou_threshold": 0.0}, "iou_threshold"),
         ({"max_report_images": -1}, "max_report_images"),
     ],
@@ -314,3 +316,61 @@ def test_ground_truth_json_is_the_split_as_read(shapes_split, tmp_path):
     saved = json.loads((tmp_path / "ground_truth.json").read_text())
     assert saved == before
     assert not any("ignore" in ann for ann in saved["annotations"])
+
+
+def test_thresholds_are_calibrated_on_val_and_used_on_test(tmp_path):
+    """Every object found at score 0.3, a false detection at 0.2 on half the images: on val the
+    best F1 (1.0) keeps 0.3 and drops 0.2, so the threshold is 0.25; on test it finds all four
+    objects, where the default 0.5 finds none."""
+    boxes = {image_id: [10, 10, 40, 40] for image_id in range(1, 9)}
+    hit, false = ((0.1, 0.1, 0.5, 0.5), 1, 0.3), ((0.6, 0.6, 0.9, 0.9), 1, 0.2)
+    every = one_class_split(tmp_path / "all", boxes)
+    predictor = FakePredictor(
+        every,
+        drop={image_id: {0} for image_id in boxes},
+        extra={image_id: [hit, false] if image_id % 2 else [hit] for image_id in boxes},
+    )
+    val = one_class_split(tmp_path / "val", {i: boxes[i] for i in (1, 2, 3, 4)})
+    test = one_class_split(tmp_path / "test", {i: boxes[i] for i in (5, 6, 7, 8)})
+
+    report = tmp_path / "report.html"
+    result = evaluate(predictor, test, tmp_path / "out", val=val, report_path=report, log=quiet)
+
+    table = json.loads((tmp_path / "out" / "thresholds.json").read_text())
+    assert table["split"] == "val" and table["default_threshold"] == 0.5
+    [row] = table["classes"]
+    assert row["name"] == "thing" and row["calibrated"] is True
+    assert row["threshold"] == pytest.approx(0.25)
+    assert (row["precision"], row["recall"], row["f1"], row["val_objects"]) == (1.0, 1.0, 1.0, 4)
+    assert result.metrics["mean_F1_calibrated"] == 1.0
+    assert result.metrics["mean_F1_at_0.5"] == 0.0
+    assert result.confusion_matrix == [[4, 0], [0, 0]]  # the 0.2 false detections dropped
+    assert "calibrated on the val split" in report.read_text()
+    assert "<td>0.250</td>" in report.read_text()
+    saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert saved["score_thresholds"] == {"thing": pytest.approx(0.25)}
+    assert saved["score_thresholds_f1"]["classes"][0]["f1_default"] == 0.0
+
+    given = evaluate(predictor, test, tmp_path / "given", val=val, score_threshold=0.5,
+                     report_path=report, log=quiet)  # fmt: skip
+
+    assert given.confusion_matrix == [[0, 4], [0, 0]]  # the one threshold the user gave
+    assert "score &ge; 0.5 for every class" in report.read_text()
+    table = json.loads((tmp_path / "given" / "thresholds.json").read_text())
+    assert table["classes"][0]["threshold"] == pytest.approx(0.25)  # still calibrated for export
+
+
+def test_without_a_val_split_every_class_keeps_the_default_and_says_so(shapes_split, tmp_path):
+    result = evaluate(FakePredictor(shapes_split), shapes_split, tmp_path, log=quiet)
+
+    table = json.loads((tmp_path / "thresholds.json").read_text())
+    rows = [(r["name"], r["threshold"], r["calibrated"], r["reason"]) for r in table["classes"]]
+    assert rows == [(name, 0.5, False, "default: no validation split given") for name in CLASSES]
+    assert "mean_F1_calibrated" not in result.metrics
+    assert result.metrics["mean_F1_at_0.5"] == 1.0
+
+
+def test_a_val_split_of_other_classes_is_refused(shapes_split, tmp_path):
+    val = one_class_split(tmp_path / "val", {1: [10, 10, 40, 40]})
+    with pytest.raises(EvaluationError, match="label map"):
+        evaluate(FakePredictor(shapes_split), shapes_split, tmp_path / "out", val=val, log=quiet)

@@ -20,6 +20,7 @@ from cvat_kfp.components.export_model.exporter import (
 from cvat_kfp.components.inference.predictor import ExportedPredictor, load_predictor
 from cvat_kfp.components.inference.tflite import TFLiteDetector, export_tflite
 from cvat_kfp.components.inference.trained import load_serving_module
+from tests.components.export_model.conftest import THRESHOLDS, write_evaluation
 from tests.components.inference.test_predictor import read_test_split
 from tests.trained_models import CLASSES
 
@@ -122,6 +123,37 @@ def test_the_model_card_tells_preset_lineage_steps_metrics_and_labels(retinanet_
     assert "| AP | " in card  # val metrics from model.json
     assert "| AP50 | 0.6600 |" in card  # the given test metrics
     assert "| 2 | square |" in card
+    assert "## Score thresholds" in card
+    assert "| circle | 0.310 | highest F1 on val | 5 | 0.900 | 0.800 | 0.847 |" in card
+    assert "| triangle | 0.500 | default: no validation objects | 0 |" in card
+
+
+def test_the_export_carries_the_calibrated_thresholds_for_its_users(retinanet_export):
+    from cvat_kfp.components.inference.thresholds import score_thresholds
+
+    assert retinanet_export.metadata["exported_model"]["score_thresholds"] == THRESHOLDS
+    found = score_thresholds(retinanet_export.output_dir)
+    assert found == {"circle": 0.31, "square": 0.42, "triangle": 0.5}
+
+
+def test_an_export_without_evaluation_says_its_thresholds_are_not_calibrated(maskrcnn_export):
+    assert "score_thresholds" not in maskrcnn_export.metadata["exported_model"]
+    card = (maskrcnn_export.output_dir / "model_card.md").read_text()
+    assert "Not calibrated (exported without evaluate-model's evaluation)" in card
+
+
+def test_thresholds_of_other_classes_are_refused_before_exporting(tiny_retinanet, tmp_path):
+    from cvat_kfp.components.export_model.exporter import run_export_model
+
+    other = {**THRESHOLDS, "classes": THRESHOLDS["classes"][:2]}
+    (tmp_path / "evaluation").mkdir()
+    evaluation = write_evaluation(tmp_path / "evaluation", other)
+    with pytest.raises(ExportError, match=r"thresholds for the classes \['circle', 'square'\]"):
+        run_export_model(tiny_retinanet, tmp_path / "out", tmp_path / "card.md", evaluation)
+    assert not (tmp_path / "out" / "saved_model").exists()
+    (tmp_path / "evaluation" / "thresholds.json").unlink()
+    with pytest.raises(ExportError, match="thresholds.json: no such file"):
+        run_export_model(tiny_retinanet, tmp_path / "out", tmp_path / "card.md", evaluation)
 
 
 # --- the SavedModel against the trained model ----------------------------------------------

@@ -4,6 +4,7 @@ detections are known: the shapes that reach the task are checked exactly. The re
 test_cvat_function_real_model.py."""
 
 import io
+import json
 import zipfile
 
 import numpy as np
@@ -117,6 +118,35 @@ def test_without_a_cvat_threshold_the_function_default_applies(cvat):
     shapes = annotate(cvat, predictor, frames(1), function={"score_threshold": 0.6})
 
     assert [s["score"] for s in shapes] == [0.75]
+
+
+def test_the_models_calibrated_thresholds_apply_per_label_without_a_cvat_threshold(
+    cvat, tmp_path, monkeypatch
+):
+    """create() with score_threshold not given (-1): each label's threshold from export.json."""
+    from cvat_kfp.components.inference import predictor as inference
+
+    model = tmp_path / "exported"
+    model.mkdir()
+    table = {"classes": [{"name": "cat", "threshold": 0.3}, {"name": "dog", "threshold": 0.7}]}
+    (model / "export.json").write_text(json.dumps({"score_thresholds": table}))
+    found = [
+        det("cat", 0.35, 0, 0, 5, 5),
+        det("dog", 0.6, 0, 0, 6, 6),
+        det("cat", 0.25, 1, 1, 4, 4),
+    ]
+    monkeypatch.setattr(inference, "load_predictor", lambda path, checkpoint: FakePredictor(
+        NAMES, [list(found), list(found)]))  # fmt: skip
+    server, connect = cvat
+    server.add_task(7, labels=list(NAMES), frames=frames(1))
+
+    with connect() as client:
+        annotate_task(client, 7, create(model=str(model)))
+    assert [s["score"] for s in server.shapes(7)] == [pytest.approx(0.35)]  # dog's 0.6 < 0.7
+
+    with connect() as client:  # a threshold given by the user is one for every label
+        annotate_task(client, 7, create(model=str(model), score_threshold=0.5), clear_existing=True)
+    assert [s["score"] for s in server.shapes(7)] == [pytest.approx(0.6)]
 
 
 def two_part_mask():

@@ -197,6 +197,73 @@ def test_boxes_are_appended_as_rectangles_batch_by_batch(server, tmp_path, env, 
     assert second["image_id"] == 3 and second["bbox"] == [10.0, 5.0, 30.0, 25.0]
 
 
+def exported_model_with_thresholds(tmp_path, thresholds: dict[str, float]):
+    """An export's export.json carrying evaluate-model's calibrated thresholds (the predictor
+    itself is the fake)."""
+    model = tmp_path / "exported"
+    model.mkdir()
+    classes = [{"id": i, "name": name, "threshold": t, "calibrated": True}
+               for i, (name, t) in enumerate(thresholds.items(), start=1)]  # fmt: skip
+    (model / "export.json").write_text(json.dumps({"score_thresholds": {"classes": classes}}))
+    return str(model)
+
+
+def test_without_a_threshold_each_label_gets_the_models_calibrated_one(server, tmp_path, env):
+    server.add_task(7, labels=["cat", "dog"], frames=frames(1))
+    cat, dog = server.label_id(7, "cat"), server.label_id(7, "dog")
+    found = [
+        det("cat", 0.35, 1, 1, 9, 9),  # kept: cat's threshold is 0.3
+        det("cat", 0.25, 11, 1, 19, 9),  # below it
+        det("dog", 0.6, 21, 1, 29, 9),  # below dog's 0.7
+        det("dog", 0.8, 1, 11, 9, 19),
+    ]
+    model = exported_model_with_thresholds(tmp_path, {"cat": 0.3, "dog": 0.7})
+
+    result = run_preannotate(
+        model, str(tmp_path / "predictions"), report_of(tmp_path), server.url, "7",
+        predictor=FakePredictor(["cat", "dog"], [found]), retry_delay=0.01,
+    )  # fmt: skip
+
+    assert uploaded(server) == [
+        shape("rectangle", 0, cat, [1.0, 1.0, 9.0, 9.0], 0.35),
+        shape("rectangle", 0, dog, [1.0, 11.0, 9.0, 19.0], 0.8),
+    ]
+    metadata = result.metadata["predictions"]
+    assert metadata["score_threshold"] == -1.0 and metadata["below_threshold"] == 2
+    assert metadata["score_thresholds"] == {"cat": 0.3, "dog": 0.7}
+    report = (tmp_path / "report.md").read_text()
+    assert "| score threshold | per class, calibrated on the validation split: cat 0.300, " in (
+        report
+    )
+
+
+def test_a_given_threshold_overrides_the_models(server, tmp_path, env):
+    server.add_task(7, labels=["cat"], frames=frames(1))
+    model = exported_model_with_thresholds(tmp_path, {"cat": 0.3})
+
+    result = run_preannotate(
+        model, str(tmp_path / "predictions"), report_of(tmp_path), server.url, "7",
+        predictor=FakePredictor(["cat"], [[det("cat", 0.35, 1, 1, 9, 9)]]), retry_delay=0.01,
+        score_threshold=0.5,
+    )  # fmt: skip
+
+    assert result.metadata["predictions"]["predictions"] == 0
+    assert result.metadata["predictions"]["score_thresholds"] == {"cat": 0.5}
+    assert "| score threshold | 0.5 (given) |" in (tmp_path / "report.md").read_text()
+
+
+def test_a_model_without_thresholds_gets_the_default_and_says_so(server, tmp_path, env):
+    server.add_task(7, labels=["cat"], frames=frames(2))
+    predictor = FakePredictor(
+        ["cat"], [[det("cat", 0.55, 1, 1, 9, 9)], [det("cat", 0.45, 1, 1, 9, 9)]]
+    )
+
+    metadata, report = run(server, tmp_path, predictor)  # "unused-model-dir": no export.json
+
+    assert metadata["predictions"] == 1 and metadata["score_thresholds"] == {"cat": 0.5}
+    assert "0.5 (default: the model carries no calibrated thresholds" in report
+
+
 def test_replace_removes_the_annotations_first(server, tmp_path, env):
     server.add_task(7, labels=["cat"], frames=frames(1))
     cat = server.label_id(7, "cat")
@@ -650,7 +717,8 @@ def test_task_id_must_be_a_positive_integer(tmp_path, env, task_id):
         ({"mask_format": "rle"}, "mask_format must be one of 'polygon', 'mask'"),
         ({"unknown_labels": "ignore"}, "unknown_labels must be one of"),
         ({"existing_annotations": "clear"}, "existing_annotations must be one of"),
-        ({"score_threshold": 1.5}, r"score_threshold must be in \[0, 1\]"),
+        ({"score_threshold": 1.5}, r"score_threshold must be in \[0, 1\], or -1"),
+        ({"score_threshold": -0.5}, r"score_threshold must be in \[0, 1\], or -1"),
         ({"batch_size": 0}, "batch_size must be a positive integer"),
     ],
 )
