@@ -15,7 +15,7 @@ def select_frames(
     task_id: str = "",
     images: Input[Dataset] = None,
     top_n: int = 50,
-    score_threshold: float = 0.5,
+    score_threshold: float = -1.0,
     frames: str = "unannotated",
     diversity_radius: float = 0.5,
     create_task: bool = False,
@@ -39,8 +39,9 @@ def select_frames(
             leave it empty to skip the step). Empty when `images` is given.
         images: A folder of images to rank instead of a CVAT task (searched recursively).
         top_n: How many frames to select.
-        score_threshold: The class threshold uncertainty is measured against: a detection
-            scoring near it is the most uncertain.
+        score_threshold: The class threshold uncertainty is measured against (a detection
+            scoring near it is the most uncertain): -1 for the model's calibrated per-class
+            thresholds (export.json; 0.5 for a model without them), or one for every class.
         frames: "unannotated" (frames without shapes, tags or tracks, and not in a selection
             task made from this task before) or "all".
         diversity_radius: Embedding distance under which two frames count as near-duplicates

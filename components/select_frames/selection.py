@@ -52,6 +52,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from cvat_sdk import models
@@ -66,6 +67,7 @@ from ..common.cvat_client import (
 )
 from ..common.redaction import redact_url
 from ..common.report import markdown_cell
+from ..inference.thresholds import MODEL_THRESHOLDS, resolve_score_thresholds
 
 logger = logging.getLogger(__name__)
 
@@ -131,9 +133,10 @@ def check_options(
         check_cvat_url(cvat_url)
     if int(top_n) != top_n or top_n < 1:
         raise ValueError(f"top_n must be a positive integer (frames to select), not {top_n!r}")
-    if not 0.0 < float(score_threshold) < 1.0:
+    if float(score_threshold) != MODEL_THRESHOLDS and not 0.0 <= float(score_threshold) <= 1.0:
         raise ValueError(
-            f"score_threshold must be between 0 and 1 (exclusive), not {score_threshold}"
+            f"score_threshold must be in [0, 1], or {MODEL_THRESHOLDS:g} for the model's "
+            f"calibrated per-class thresholds, not {score_threshold}"
         )
     if frames not in FRAMES:
         raise ValueError(f"frames must be one of {', '.join(map(repr, FRAMES))}, not {frames!r}")
@@ -161,7 +164,7 @@ def run_select_frames(
     task_id: str = "",
     images_dir: str = "",
     top_n: int = 50,
-    score_threshold: float = 0.5,
+    score_threshold: float = MODEL_THRESHOLDS,
     frames: str = "unannotated",
     diversity_radius: float = 0.5,
     create_task: bool = False,
@@ -199,7 +202,10 @@ def run_select_frames(
         from ..inference.predictor import load_predictor
 
         predictor = load_predictor(model_dir)
-    thresholds = class_thresholds(predictor, options.score_threshold)
+    resolved = resolve_score_thresholds(
+        model_dir, predictor.label_map.names, options.score_threshold
+    )
+    thresholds = resolved.by_label
     ranking_dir = Path(ranking_dir)
     if credentials is None:
         source = folder
@@ -219,7 +225,7 @@ def run_select_frames(
         options,
         source.describe(),
         predictor.description,
-        thresholds,
+        resolved,
         ranked,
         cvat_task,
     )
@@ -228,11 +234,6 @@ def run_select_frames(
     report_path.parent.mkdir(parents=True, exist_ok=True)
     report_path.write_text(_report_markdown(outcome), encoding="utf-8")
     return SelectFramesResult({"ranking": _metadata(outcome)})
-
-
-def class_thresholds(predictor, score_threshold: float) -> dict[str, float]:
-    """Each model class's threshold: `score_threshold` for every class."""
-    return {name: float(score_threshold) for name in predictor.label_map.names}
 
 
 # --- what a frame tells about the model ---------------------------------------------------------
@@ -861,7 +862,7 @@ class _Outcome:
     options: Options
     source: dict  # the source's description
     model: dict  # the predictor's description
-    thresholds: Mapping[str, float]
+    thresholds: Any  # inference.thresholds.ScoreThresholds: each label's, and where from
     ranked: _Ranked
     cvat_task: SelectionTask | None
 
@@ -899,7 +900,8 @@ def write_ranking(output_dir: Path, outcome: _Outcome) -> Path:
         "source": outcome.source,
         "cvat_url": outcome.server or None,
         "model": outcome.model,
-        "thresholds": dict(outcome.thresholds),
+        "thresholds": dict(outcome.thresholds.by_label),
+        "thresholds_source": outcome.thresholds.source,
         "options": {
             "top_n": o.top_n,
             "score_threshold": o.score_threshold,
@@ -940,6 +942,7 @@ def _metadata(outcome: _Outcome) -> dict:
         "mean_uncertainty_all": round(float(np.mean(all_u)), 4),
         "top_n": outcome.options.top_n,
         "score_threshold": outcome.options.score_threshold,
+        "thresholds_source": outcome.thresholds.source,
         "diversity_radius": outcome.options.diversity_radius,
         "selected_by_reason": dict(sorted(_reasons(ranked.selected).items())),
     }
@@ -974,11 +977,7 @@ def _report_markdown(outcome: _Outcome) -> str:
         considered = f"{len(ranked.frames)}" + (
             f" ({unreadable} unreadable file(s) left out)" if unreadable else ""
         )
-    thresholds = sorted(set(outcome.thresholds.values()))
-    threshold_text = (
-        f"{thresholds[0]:g} for every class" if len(thresholds) == 1
-        else ", ".join(f"{markdown_cell(n)} {t:g}" for n, t in outcome.thresholds.items())
-    )  # fmt: skip
+    threshold_text = markdown_cell(outcome.thresholds.describe())
     lines = [
         f"# What to label next: {where}",
         "",

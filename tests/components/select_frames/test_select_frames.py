@@ -466,7 +466,10 @@ def test_a_folder_selection_becomes_a_task_with_the_model_s_labels(server, tmp_p
         ({"task_id": "7"}, "cvat_url is empty but task_id needs CVAT"),
         ({"images_dir": "x", "create_task": True}, "cvat_url is empty but create_task"),
         ({"images_dir": "x", "top_n": 0}, "top_n must be a positive integer"),
-        ({"images_dir": "x", "score_threshold": 1.0}, "score_threshold must be between 0 and 1"),
+        (
+            {"images_dir": "x", "score_threshold": 1.5},
+            r"score_threshold must be in \[0, 1\], or -1",
+        ),
         ({"images_dir": "x", "frames": "some"}, "frames must be one of 'unannotated', 'all'"),
         ({"images_dir": "x", "diversity_radius": -1}, "diversity_radius must be >= 0"),
         ({"images_dir": "x", "project_id": "p"}, "project_id must be a positive integer"),
@@ -542,3 +545,33 @@ def test_nothing_left_outside_earlier_selections_says_so(server, tmp_path, env):
     with pytest.raises(ValueError, match=r"already in an earlier selection task \(tasks 8\)"):
         run(tmp_path, predictor_for_scenes(), out="next", cvat_url=server.url, task_id="7",
             top_n=1)  # fmt: skip
+
+
+def test_the_model_s_calibrated_thresholds_are_the_default(tmp_path, env):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.fromarray(SCENES[0][0]).save(folder / "f0.png")
+    model_dir = tmp_path / "exported"
+    model_dir.mkdir()
+    table = {"classes": [{"name": "cat", "threshold": 0.52}, {"name": "dog", "threshold": 0.3}]}
+    (model_dir / "export.json").write_text(json.dumps({"score_thresholds": table}))
+
+    def ranked(**options):
+        result = run_select_frames(
+            str(model_dir), str(tmp_path / "out"), str(tmp_path / "report.md"),
+            images_dir=str(folder), predictor=predictor_for_scenes(), **options,
+        )  # fmt: skip
+        ranking = json.loads((tmp_path / "out" / "ranking.json").read_text())
+        return result.metadata["ranking"], ranking, (tmp_path / "report.md").read_text()
+
+    metadata, ranking, report = ranked()  # frame 0: cat at 0.52, now right at its threshold
+    assert ranking["thresholds"] == {"cat": 0.52, "dog": 0.3}
+    assert ranking["thresholds_source"] == metadata["thresholds_source"] == "calibrated"
+    assert ranking["selected"][0]["near_threshold"] == 1.0
+    assert "per class, calibrated on the validation split: cat 0.520, dog 0.300" in report
+
+    _, given, report = ranked(score_threshold=0.6)
+    assert given["thresholds"] == {"cat": 0.6, "dog": 0.6} and "| 0.6 (given) |" in report
+    (model_dir / "export.json").write_text("{}")
+    _, default, report = ranked()
+    assert default["thresholds_source"] == "default" and "0.5 (default: the model" in report
