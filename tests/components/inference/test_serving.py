@@ -80,10 +80,8 @@ def _config(preset_name: str):
 @pytest.mark.parametrize("preset_name", sorted(PRESETS))
 def test_every_preset_builds_and_serves_at_a_tiny_size(preset_name):
     """Untrained weights, the smallest input size the preset allows: the graph, not the values."""
-    config = _config(preset_name)
-    config.override(
-        {"task": {"model": {"detection_generator": {"pre_nms_score_threshold": 0.0}}}},
-        is_strict=True,
+    config = _config(preset_name).replace(  # a built config is locked: an unlocked copy
+        task={"model": {"detection_generator": {"pre_nms_score_threshold": 0.0}}}
     )
     module = ServingModule(config, ["a", "b"])
     image = np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)
