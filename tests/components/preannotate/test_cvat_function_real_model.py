@@ -44,10 +44,12 @@ def env(monkeypatch, tmp_path):
 
 @pytest.fixture(scope="module")
 def exported_retinanet(tiny_retinanet, tmp_path_factory):
-    from cvat_kfp.components.export_model.export import export_model_dir
+    from cvat_kfp.components.export_model.exporter import run_export_model
 
-    output = tmp_path_factory.mktemp("cvat_function_export") / "exported"
-    return export_model_dir(tiny_retinanet, output, tflite="no", log=lambda m: None).output_dir
+    root = tmp_path_factory.mktemp("cvat_function_export")
+    return run_export_model(
+        tiny_retinanet, root / "exported", root / "model_card.md", tflite="no"
+    ).output_dir
 
 
 def expected_boxes(predictor, frames, threshold, label_ids):
