@@ -20,7 +20,6 @@ from cvat_kfp.components.export_annotations.cvat_server import (
 
 from .cvat_mock_server import CSRF_TOKEN, SESSION_ID, CvatMockServer
 
-CREDENTIAL_VARS = ("CVAT_ACCESS_TOKEN", "CVAT_USERNAME", "CVAT_PASSWORD", "CVAT_ORGANIZATION")
 EXPORT = r"/api/(task|project|job)s/\d+/dataset/export"
 FAST = {"poll_interval": 0.01, "retry_delay": 0.01}
 
@@ -58,15 +57,6 @@ def coco_zip(*file_names: str) -> bytes:
         }
         zf.writestr("annotations/instances_default.json", json.dumps(coco))
     return archive.getvalue()
-
-
-@pytest.fixture()
-def env(monkeypatch):
-    """No CVAT credentials but a token; tests set others through the returned monkeypatch."""
-    for name in CREDENTIAL_VARS:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("CVAT_ACCESS_TOKEN", "test-token")
-    return monkeypatch
 
 
 @pytest.fixture()

@@ -27,7 +27,6 @@ from .cvat_mock_server import CvatMockServer
 
 REPORT_FILES = {"report.json", "report.md", "report.html"}
 SHAPE_CLASSES = ["circle", "square", "triangle"]
-CREDENTIAL_VARS = ("CVAT_ACCESS_TOKEN", "CVAT_USERNAME", "CVAT_PASSWORD", "CVAT_ORGANIZATION")
 
 
 # --- exports made for the tests -----------------------------------------------------------------
@@ -230,11 +229,9 @@ def test_http_archive_without_its_signature_in_metadata_or_report(tmp_path, coco
 
 
 @pytest.fixture()
-def cvat(monkeypatch):
+def cvat(env, monkeypatch):
     """The CVAT stand-in with tasks 12 and 15 (same file names, overlapping classes), the token
     in the environment, and export polling fast enough for a test."""
-    for name in CREDENTIAL_VARS:
-        monkeypatch.delenv(name, raising=False)
     fast = partial(cvat_server.export_from_cvat, poll_interval=0.01, retry_delay=0.01)
     monkeypatch.setattr(cvat_server, "export_from_cvat", partial(fast, log=lambda line: None))
     with CvatMockServer() as server:

@@ -20,16 +20,13 @@ from tests.components.export_annotations.cvat_mock_server import CvatMockServer
 
 from .synthetic_review import LABELS, RELABEL, LaidOutPredictor, add_task, review
 
-CREDENTIAL_VARS = ("CVAT_ACCESS_TOKEN", "CVAT_USERNAME", "CVAT_PASSWORD", "CVAT_ORGANIZATION")
 TASK = 7
 RATES = {"move": 0.2, "touch": 0.1, "relabel": 0.1, "delete": 0.15}
 CLASSES = [name for name, _ in LABELS]
 
 
 @pytest.fixture()
-def server(monkeypatch):
-    for name in CREDENTIAL_VARS:
-        monkeypatch.delenv(name, raising=False)
+def server(env, monkeypatch):
     fast = partial(cvat_server.export_from_cvat, poll_interval=0.01, retry_delay=0.01)
     monkeypatch.setattr(cvat_server, "export_from_cvat", partial(fast, log=lambda line: None))
     with CvatMockServer() as server:

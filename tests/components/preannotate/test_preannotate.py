@@ -23,7 +23,6 @@ from cvat_kfp.components.inference.predictor import Detections
 from cvat_kfp.components.preannotate.preannotate import PREFETCH_FRAMES, run_preannotate
 from tests.components.export_annotations.cvat_mock_server import CvatMockServer
 
-CREDENTIAL_VARS = ("CVAT_ACCESS_TOKEN", "CVAT_USERNAME", "CVAT_PASSWORD", "CVAT_ORGANIZATION")
 ANNOTATIONS = r"/api/tasks/\d+/annotations/?"
 W, H = 40, 30
 
@@ -73,14 +72,6 @@ def det(name, score, xtl, ytl, xbr, ybr, mask=None, width=W, height=H):
     """A detection given by its pixel box (normalized here as the predictor gives it)."""
     box = [ytl / height, xtl / width, ybr / height, xbr / width]
     return {"name": name, "score": score, "box": box, "mask": mask}
-
-
-@pytest.fixture()
-def env(monkeypatch):
-    for name in CREDENTIAL_VARS:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("CVAT_ACCESS_TOKEN", "test-token")
-    return monkeypatch
 
 
 @pytest.fixture()

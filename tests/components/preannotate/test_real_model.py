@@ -20,13 +20,6 @@ pytestmark = pytest.mark.slow  # trains or loads a model, or runs a pipeline
 THRESHOLD = 0.05
 
 
-@pytest.fixture()
-def env(monkeypatch):
-    for name in ("CVAT_USERNAME", "CVAT_PASSWORD", "CVAT_ORGANIZATION"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("CVAT_ACCESS_TOKEN", "test-token")
-
-
 def task_frames(model_dir, count=3):
     """(name, PNG bytes) of the first test images the model was not trained on."""
     dataset = model_dir.parent / "test_dataset"

@@ -21,7 +21,6 @@ from cvat_kfp.components.select_frames.selection import (
 )
 from tests.components.export_annotations.cvat_mock_server import CvatMockServer
 
-CREDENTIAL_VARS = ("CVAT_ACCESS_TOKEN", "CVAT_USERNAME", "CVAT_PASSWORD", "CVAT_ORGANIZATION")
 NAMES = ("cat", "dog")
 W, H = 48, 32
 BOX = [0.1, 0.1, 0.6, 0.6]
@@ -174,14 +173,6 @@ class PicturePredictor:
     def predict(self, image):
         self.asked.append(image.tobytes())
         return self.answers[image.tobytes()]
-
-
-@pytest.fixture()
-def env(monkeypatch):
-    for name in CREDENTIAL_VARS:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("CVAT_ACCESS_TOKEN", "test-token")
-    return monkeypatch
 
 
 @pytest.fixture()
