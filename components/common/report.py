@@ -198,6 +198,13 @@ def _located(entry: Entry) -> str:
     return f"{entry.location}: {entry.message}" if entry.location else entry.message
 
 
+def write_output(path: str | Path, text: str) -> None:
+    """A face's Markdown or HTML output: `text` at `path`, its folder made first."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
 def markdown_cell(text) -> str:
     """Text safe inside a Markdown table cell: backslashes and pipes escaped, line breaks as
     spaces."""

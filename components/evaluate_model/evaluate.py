@@ -36,7 +36,7 @@ from pycocotools import mask as mask_utils
 
 from ..common.dataset import mask_to_rle
 from ..common.label_map import LabelMap
-from ..common.report import markdown_cell
+from ..common.report import markdown_cell, write_output
 from .coco_eval import STAT_NAMES, CocoEvalResult, run_cocoeval
 from .confusion import BACKGROUND, ImageMatches, confusion_matrix, match_image
 from .report_html import ReportImage, render_report
@@ -237,8 +237,7 @@ def evaluate(
     write_thresholds(output_dir / THRESHOLDS_FILE, calibration)
     for path, text in ((ap_table_path, ap_table), (report_path, report)):
         if path is not None:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            Path(path).write_text(text, encoding="utf-8")
+            write_output(path, text)
     for evaluation in evaluations:
         log(f"COCO {evaluation.iou_type} evaluation:\n{evaluation.summary.rstrip()}")
     log(summary_line(metrics, len(detections)))

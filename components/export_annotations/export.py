@@ -14,7 +14,7 @@ from pathlib import Path
 from ..common.cvat_client import check_cvat_url
 from ..common.dataset import Dataset
 from ..common.redaction import redact_url
-from ..common.report import Report, ReportError
+from ..common.report import Report, ReportError, write_output
 from .builder import STAGE, DatasetBuilder
 from .formats import AUTO, read_export, resolve_format
 
@@ -121,9 +121,7 @@ def run_export_annotations(
 
 def _save_report(report: Report, dataset_dir: str | Path, report_path: str | Path) -> None:
     report.save(dataset_dir)  # the Dataset carries its own report
-    report_path = Path(report_path)
-    report_path.parent.mkdir(parents=True, exist_ok=True)
-    report_path.write_text(report.to_markdown(), encoding="utf-8")
+    write_output(report_path, report.to_markdown())
 
 
 def _read_source(builder, scratch: Path, source: str, format_name: str):

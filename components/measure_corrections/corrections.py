@@ -31,6 +31,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from ..common.dataset import Dataset, box_mask_to_rle
+from ..common.report import write_output
 from ..preannotate.preannotate import UPLOADED_SHAPES_FILE
 
 logger = logging.getLogger(__name__)
@@ -553,8 +554,7 @@ def run_measure_corrections(
         (report_path, render_markdown(measurement)),
         (report_html_path, render_html(measurement, reviewed, int(max_frames_drawn))),
     ):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(text, encoding="utf-8")
+        write_output(path, text)
     total = measurement.counts()
     logger.info(
         f"task {task.get('task_id')}: {total['uploaded']} uploaded: {total['kept']} kept, "

@@ -53,7 +53,7 @@ from ..common.cvat_client import (
     credentials_from_env,
 )
 from ..common.redaction import redact_url
-from ..common.report import markdown_cell
+from ..common.report import markdown_cell, write_output
 from ..inference.thresholds import MODEL_THRESHOLDS, ScoreThresholds, resolve_score_thresholds
 from .shapes import NO_SHAPE_TYPE, Shape, detections_to_shapes
 
@@ -216,9 +216,7 @@ def run_preannotate(
         predictions,
         uploaded,
     )
-    report_path = Path(report_path)
-    report_path.parent.mkdir(parents=True, exist_ok=True)
-    report_path.write_text(_report_markdown(outcome), encoding="utf-8")
+    write_output(report_path, _report_markdown(outcome))
     return PreannotateResult({"predictions": _metadata(outcome)})
 
 

@@ -66,7 +66,7 @@ from ..common.cvat_client import (
     credentials_from_env,
 )
 from ..common.redaction import redact_url
-from ..common.report import markdown_cell
+from ..common.report import markdown_cell, write_output
 from ..inference.thresholds import MODEL_THRESHOLDS, resolve_score_thresholds
 
 logger = logging.getLogger(__name__)
@@ -230,9 +230,7 @@ def run_select_frames(
         cvat_task,
     )
     write_ranking(ranking_dir, outcome)
-    report_path = Path(report_path)
-    report_path.parent.mkdir(parents=True, exist_ok=True)
-    report_path.write_text(_report_markdown(outcome), encoding="utf-8")
+    write_output(report_path, _report_markdown(outcome))
     return SelectFramesResult({"ranking": _metadata(outcome)})
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..common.dataset import Dataset, group_key
-from ..common.report import Report, markdown_cell
+from ..common.report import Report, markdown_cell, write_output
 
 STAGE = "split-dataset"
 SPLITS = ("train", "val", "test")
@@ -200,9 +200,7 @@ def run_split_dataset(
     )
     for name, directory in zip(SPLITS, (train_dir, val_dir, test_dir)):
         split.datasets[name].save(directory)
-    summary_path = Path(summary_path)
-    summary_path.parent.mkdir(parents=True, exist_ok=True)
-    summary_path.write_text(split.summary_markdown, encoding="utf-8")
+    write_output(summary_path, split.summary_markdown)
     return SplitDatasetResult(metadata=split.metadata, notes=split.notes, targets=split.targets)
 
 
