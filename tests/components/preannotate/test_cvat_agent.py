@@ -15,12 +15,7 @@ FAKE = "tests.components.preannotate.fake_cvat_function"
 
 
 @pytest.fixture()
-def server(monkeypatch, tmp_path):
-    for name in ("CVAT_USERNAME", "CVAT_PASSWORD", "CVAT_ORGANIZATION"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("CVAT_ACCESS_TOKEN", "test-token")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+def server(cli_env):
     with CvatMockServer(chunk_size=1) as server:
         server.add_task(7, labels=list(NAMES), frames=[(f"f{i}.png", png()) for i in range(2)])
         yield server

@@ -33,15 +33,6 @@ pytestmark = pytest.mark.slow  # trains or loads a model, or runs a pipeline
 MODULE = "cvat_kfp.components.preannotate.cvat_function"
 
 
-@pytest.fixture()
-def env(monkeypatch, tmp_path):
-    for name in ("CVAT_USERNAME", "CVAT_PASSWORD", "CVAT_ORGANIZATION"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("CVAT_ACCESS_TOKEN", "test-token")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
-
-
 @pytest.fixture(scope="module")
 def exported_retinanet(tiny_retinanet, tmp_path_factory):
     from cvat_kfp.components.export_model.exporter import run_export_model
@@ -78,7 +69,7 @@ def test_cvat_cli_auto_annotates_with_an_exported_model_over_https(
     exported_retinanet,
     tiny_retinanet,
     http_files,
-    env,
+    cli_env,
     tmp_path,
 ):
     with zipfile.ZipFile(http_files.root / "model.zip", "w") as archive:
@@ -106,7 +97,7 @@ def test_cvat_cli_auto_annotates_with_an_exported_model_over_https(
     assert_boxes(shapes, wanted)
 
 
-def test_the_agent_serves_a_trained_model_for_a_cvat_request(tiny_retinanet, env):
+def test_the_agent_serves_a_trained_model_for_a_cvat_request(tiny_retinanet, cli_env):
     frames = task_frames(tiny_retinanet)
     model = ["-p", f"model=str:{tiny_retinanet}"]
 
@@ -127,7 +118,7 @@ def test_the_agent_serves_a_trained_model_for_a_cvat_request(tiny_retinanet, env
     assert_boxes(shapes, expected_boxes(load_predictor(tiny_retinanet), frames, 0.1, label_ids))
 
 
-def test_a_mask_rcnn_gives_cvat_the_polygons_of_its_masks(tiny_maskrcnn, env, tmp_path):
+def test_a_mask_rcnn_gives_cvat_the_polygons_of_its_masks(tiny_maskrcnn, cli_env, tmp_path):
     # Eight training steps leave every score below Model Garden's 0.05 floor: without the floor,
     # whatever the detector finds (quality aside) must reach CVAT as its masks' polygons.
     predictor = TrainedPredictor(tiny_maskrcnn, detection_overrides={"pre_nms_score_threshold": 0})
