@@ -1,6 +1,6 @@
 """The evaluation report: one self-contained HTML page for the KFP UI's HTML viewer.
 
-Nothing is fetched: curves are inline SVG, images base64 JPEG thumbnails (at most
+Nothing is fetched: curves are inline SVG, images base64 JPEG thumbnails (common/drawing: at most
 THUMBNAIL_SIZE px on the long side, quality JPEG_QUALITY), styles inline. Ground truth is drawn
 dashed black and white (visible on any background, unlike any one colour) with its mask
 outlined; predictions solid in their class colour, masks filled, labelled with class and score.
@@ -8,28 +8,30 @@ outlined; predictions solid in their class colour, masks filled, labelled with c
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
+from ..common.drawing import (
+    STYLE,
+    class_colour,
+    dashed_rectangle,
+    draw_label,
+    grow,
+    jpeg_base64,
+    label_font,
+    outline,
+    resize_mask,
+    thumbnail_canvas,
+)
 from ..common.label_map import LabelMap
 from .coco_eval import CocoEvalResult
 from .confusion import ImageMatches
 from .tfrecords import SplitImage
 
-THUMBNAIL_SIZE = 512
-MAX_UPSCALE = 2.0  # small test images are drawn larger, so labels stay readable
-JPEG_QUALITY = 80
 GT_COLOURS = ((255, 255, 255), (0, 0, 0))  # dashes alternate; label white on black
-CLASS_COLOURS = [
-    (31, 119, 180), (255, 127, 14), (214, 39, 40), (148, 103, 189), (140, 86, 75),
-    (227, 119, 194), (23, 190, 207), (188, 189, 34), (127, 127, 127), (0, 0, 128),
-]  # fmt: skip
-
 STAT_DESCRIPTIONS = {
     "AP": "AP at IoU .50:.95 (the COCO metric)",
     "AP50": "AP at IoU .50",
@@ -56,10 +58,6 @@ class ReportImage:
     det_scores: np.ndarray
     det_masks: list[np.ndarray] | None
     matches: ImageMatches
-
-
-def class_colour(class_id: int) -> tuple[int, int, int]:
-    return CLASS_COLOURS[(int(class_id) - 1) % len(CLASS_COLOURS)]
 
 
 def render_report(
@@ -120,20 +118,6 @@ def render_report(
         "</div></body></html>",
     ]
     return "\n".join(parts) + "\n"
-
-
-STYLE = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:16px;color:#222}
-h1{font-size:22px}h2{font-size:18px;margin-top:28px}
-table{border-collapse:collapse;font-size:13px;margin:6px 0}
-td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
-th{background:#f2f2f2}td.l,th.l{text-align:left}
-.note{color:#555;font-size:13px;max-width:900px}
-.grid{display:flex;flex-wrap:wrap;gap:12px}
-figure{margin:0;border:1px solid #ddd;padding:6px;background:#fafafa}
-figcaption{font-size:12px;color:#333;max-width:512px}
-img{display:block;max-width:100%}
-""".strip()
 
 
 def _thresholds_section(thresholds: dict) -> str:
@@ -300,10 +284,7 @@ def _matrix_table(categories: list[str], matrix: list[list[int]]) -> str:
 
 
 def _image_figure(item: ReportImage, label_map: LabelMap) -> str:
-    thumbnail = draw_image(item, label_map)
-    buffer = io.BytesIO()
-    thumbnail.save(buffer, "JPEG", quality=JPEG_QUALITY)
-    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    data = jpeg_base64(draw_image(item, label_map))
     match = item.matches
     caption = (
         f"{html.escape(item.image.file_name)} (id {item.image.id}): {len(item.gt)} objects, "
@@ -320,96 +301,36 @@ def draw_image(item: ReportImage, label_map: LabelMap) -> Image.Image:
     """The image with ground truth and predictions drawn, at thumbnail size."""
     from pycocotools import mask as mask_utils
 
-    h, w = item.pixels.shape[:2]
-    scale = min(THUMBNAIL_SIZE / max(h, w), MAX_UPSCALE)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    canvas = Image.fromarray(item.pixels).convert("RGB").resize(size, Image.Resampling.BILINEAR)
-    font = _font(max(11, round(12 * max(1.0, scale / 1.5))))
+    canvas, scale = thumbnail_canvas(item.pixels)
+    size = canvas.size
+    font = label_font(scale)
 
     if item.det_masks:
         overlay = np.asarray(canvas, dtype=np.float32).copy()
         for mask, class_id in zip(item.det_masks, item.det_classes):
-            small = _resize_mask(mask, size)
+            small = resize_mask(mask, size)
             overlay[small] = 0.55 * overlay[small] + 0.45 * np.array(class_colour(class_id))
         canvas = Image.fromarray(overlay.astype(np.uint8))
     pixels = np.asarray(canvas).copy()
     for ann in item.gt:
         if isinstance(ann.get("segmentation"), dict):
-            small = _resize_mask(mask_utils.decode(ann["segmentation"]), size)
-            edge = _outline(small)
-            pixels[_grow(edge) & ~small] = GT_COLOURS[1]
+            small = resize_mask(mask_utils.decode(ann["segmentation"]), size)
+            edge = outline(small)
+            pixels[grow(edge) & ~small] = GT_COLOURS[1]
             pixels[edge] = GT_COLOURS[0]
     canvas = Image.fromarray(pixels)
     draw = ImageDraw.Draw(canvas)
 
     for ann in item.gt:
         x, y, bw, bh = (v * scale for v in ann["bbox"])
-        _dashed_rectangle(draw, (x, y, x + bw, y + bh), GT_COLOURS, width=2)
+        dashed_rectangle(draw, (x, y, x + bw, y + bh), GT_COLOURS, width=2)
         name = label_map.name_of(ann["category_id"]) + (" (crowd)" if ann["iscrowd"] else "")
-        _label(draw, (x, y + bh), name, GT_COLOURS[1], font, above=False)
+        draw_label(draw, (x, y + bh), name, GT_COLOURS[1], font, above=False)
     order = np.argsort(item.det_scores, kind="stable")  # best drawn last, on top
     for d in order:
         x, y, bw, bh = (float(v) * scale for v in item.det_boxes[d])
         colour = class_colour(item.det_classes[d])
         draw.rectangle((x, y, x + bw, y + bh), outline=colour, width=2)
         text = f"{label_map.name_of(int(item.det_classes[d]))} {item.det_scores[d]:.2f}"
-        _label(draw, (x, y), text, colour, font, above=True)
+        draw_label(draw, (x, y), text, colour, font, above=True)
     return canvas
-
-
-def _font(size: int):
-    try:
-        return ImageFont.load_default(size=size)
-    except (TypeError, OSError):  # Pillow without FreeType: the bitmap font
-        return ImageFont.load_default()
-
-
-def _resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    picture = Image.fromarray((mask > 0).astype(np.uint8) * 255)
-    return np.asarray(picture.resize(size, Image.Resampling.NEAREST)) > 0
-
-
-def _outline(mask: np.ndarray) -> np.ndarray:
-    inner = mask.copy()
-    inner[1:, :] &= mask[:-1, :]
-    inner[:-1, :] &= mask[1:, :]
-    inner[:, 1:] &= mask[:, :-1]
-    inner[:, :-1] &= mask[:, 1:]
-    return mask & ~inner
-
-
-def _grow(mask: np.ndarray) -> np.ndarray:
-    grown = mask.copy()
-    grown[1:, :] |= mask[:-1, :]
-    grown[:-1, :] |= mask[1:, :]
-    grown[:, 1:] |= mask[:, :-1]
-    grown[:, :-1] |= mask[:, 1:]
-    return grown
-
-
-def _dashed_rectangle(draw: ImageDraw.ImageDraw, box, colours, width: int, dash: float = 6):
-    """Dashes alternating between `colours`."""
-    x0, y0, x1, y1 = box
-    for (ax, ay), (bx, by) in (((x0, y0), (x1, y0)), ((x1, y0), (x1, y1)),
-                               ((x1, y1), (x0, y1)), ((x0, y1), (x0, y0))):  # fmt: skip
-        length = max(abs(bx - ax), abs(by - ay))
-        steps = max(1, int(length // dash))
-        for i in range(steps):
-            t0, t1 = i / steps, (i + 1) / steps
-            start = (ax + (bx - ax) * t0, ay + (by - ay) * t0)
-            end = (ax + (bx - ax) * t1, ay + (by - ay) * t1)
-            draw.line((*start, *end), fill=colours[i % len(colours)], width=width)
-
-
-def _label(draw: ImageDraw.ImageDraw, corner, text: str, colour, font, above: bool):
-    x, y = corner
-    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-    tw, th = right - left + 4, bottom - top + 4
-    canvas_w, canvas_h = draw.im.size
-    y0 = y - th if above else y
-    y0 = min(max(0, y0), canvas_h - th)
-    x0 = min(max(0, x), max(0, canvas_w - tw))
-    draw.rectangle((x0, y0, x0 + tw, y0 + th), fill=colour)
-    brightness = sum(c * k for c, k in zip(colour, (0.299, 0.587, 0.114)))
-    ink = (0, 0, 0) if brightness > 150 else (255, 255, 255)
-    draw.text((x0 + 2 - left, y0 + 2 - top), text, fill=ink, font=font)

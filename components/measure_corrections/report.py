@@ -1,11 +1,9 @@
 """The correction report: Markdown (tables) and one self-contained HTML page (the same tables and
-the most corrected frames drawn before and after review), drawn with evaluate-model's helpers."""
+the most corrected frames drawn before and after review), drawn with common/drawing."""
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import statistics
 from collections import Counter
 
@@ -14,17 +12,16 @@ from PIL import Image, ImageDraw
 from pycocotools import mask as mask_utils
 
 from ..common.dataset import Dataset
-from ..common.report import markdown_cell
-from ..evaluate_model.report_html import (
-    JPEG_QUALITY,
-    MAX_UPSCALE,
+from ..common.drawing import (
     STYLE,
-    THUMBNAIL_SIZE,
-    _font,
-    _label,
-    _outline,
-    _resize_mask,
+    draw_label,
+    jpeg_base64,
+    label_font,
+    outline,
+    resize_mask,
+    thumbnail_canvas,
 )
+from ..common.report import markdown_cell
 from .corrections import (
     ADDED,
     CORRECTED,
@@ -297,7 +294,7 @@ def _frame_figure(m: Measurement, reviewed: Dataset, number: int) -> str:
         if o.reviewed.frame == number
     ]
     images = "".join(
-        f"<img alt='{html.escape(side)}' src='data:image/jpeg;base64,{_jpeg(draw)}'>"
+        f"<img alt='{html.escape(side)}' src='data:image/jpeg;base64,{jpeg_base64(draw)}'>"
         for side, draw in (
             ("uploaded", draw_shapes(pixels, before, frame.width, frame.height)),
             ("reviewed", draw_shapes(pixels, after, frame.width, frame.height)),
@@ -339,22 +336,21 @@ def _pixels(reviewed: Dataset, frame) -> np.ndarray:
 def draw_shapes(pixels: np.ndarray, shapes, width: int, height: int) -> Image.Image:
     """The frame at thumbnail size with each (geometry, colour, text): boxes as rectangles,
     polygons and masks outlined."""
-    scale = min(THUMBNAIL_SIZE / max(height, width), MAX_UPSCALE)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    canvas = Image.fromarray(pixels).resize(size, Image.Resampling.BILINEAR)
+    canvas, scale = thumbnail_canvas(pixels)
+    size = canvas.size
     outlined = np.asarray(canvas).copy()
     for geometry, colour, _ in shapes:
         if geometry.kind != "box":
-            edge = _outline(_resize_mask(_decode(geometry, width, height), size))
+            edge = outline(resize_mask(_decode(geometry, width, height), size))
             outlined[edge] = colour
     canvas = Image.fromarray(outlined)
     draw = ImageDraw.Draw(canvas)
-    font = _font(max(11, round(12 * max(1.0, scale / 1.5))))
+    font = label_font(scale)
     for geometry, colour, text in shapes:
         x, y, w, h = (v * scale for v in geometry.bbox)
         if geometry.kind == "box":
             draw.rectangle((x, y, x + w, y + h), outline=colour, width=2)
-        _label(draw, (x, y), text, colour, font, above=True)
+        draw_label(draw, (x, y), text, colour, font, above=True)
     return canvas
 
 
@@ -363,9 +359,3 @@ def _decode(geometry: Geometry, width: int, height: int) -> np.ndarray:
         return mask_utils.decode(encoded_rle(geometry.rle))
     rle = mask_utils.merge(mask_utils.frPyObjects(geometry.polygons, height, width))
     return mask_utils.decode(rle)
-
-
-def _jpeg(image: Image.Image) -> str:
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=JPEG_QUALITY)
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
