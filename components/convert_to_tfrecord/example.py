@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from ..common.dataset import polygons_to_rle
 from ..common.report import REFUSED, Entry, Report
 from ..common.tfrecords import (
     AREA,
@@ -195,7 +196,7 @@ def segmentation_rle(segmentation, height: int, width: int) -> dict:
     would decode such a one into memory it never wrote).
     """
     if isinstance(segmentation, list):
-        return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+        return polygons_to_rle(segmentation, height, width)
     if isinstance(segmentation["counts"], list):
         rle = mask_utils.frPyObjects(segmentation, height, width)
     else:

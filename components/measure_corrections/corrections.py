@@ -30,7 +30,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from ..common.dataset import Dataset, box_mask_to_rle
+from ..common.dataset import Dataset, box_mask_to_rle, polygons_to_rle
 from ..common.report import write_output
 from ..preannotate.preannotate import UPLOADED_SHAPES_FILE
 
@@ -228,7 +228,7 @@ def _rle(g: Geometry, width: int, height: int) -> dict:
     if g.kind == "rle":
         return encoded_rle(g.rle)
     if g.kind == "polygons":
-        return mask_utils.merge(mask_utils.frPyObjects(g.polygons, height, width))
+        return polygons_to_rle(g.polygons, height, width)
     return mask_utils.frPyObjects(np.array([g.bbox], dtype=np.float64), height, width)[0]
 
 

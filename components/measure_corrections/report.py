@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from pycocotools import mask as mask_utils
 
-from ..common.dataset import Dataset
+from ..common.dataset import Dataset, polygons_to_rle
 from ..common.drawing import (
     STYLE,
     draw_label,
@@ -357,5 +357,5 @@ def draw_shapes(pixels: np.ndarray, shapes, width: int, height: int) -> Image.Im
 def _decode(geometry: Geometry, width: int, height: int) -> np.ndarray:
     if geometry.kind == "rle":
         return mask_utils.decode(encoded_rle(geometry.rle))
-    rle = mask_utils.merge(mask_utils.frPyObjects(geometry.polygons, height, width))
+    rle = polygons_to_rle(geometry.polygons, height, width)
     return mask_utils.decode(rle)

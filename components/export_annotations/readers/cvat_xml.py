@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from ...common.dataset import nearest_pixels, rle_pixels
+from ...common.dataset import nearest_pixels, polygons_to_rle, rle_pixels
 from ...common.storage import reader_relative_path
 from ..builder import DatasetBuilder
 from . import safe_xml
@@ -827,9 +827,7 @@ def _instance_mask(ctx: _Context, image_id: int, members: list[_Shape], size):
             )
             return None
     polygons = [  # each one's RLE on the whole image: runs only
-        mask_utils.merge(mask_utils.frPyObjects([s.data], height, width))
-        for s in members
-        if s.kind == "polygon"
+        polygons_to_rle([s.data], height, width) for s in members if s.kind == "polygon"
     ]
     drawn = sum(sum(runs[1::2]) for runs, *_ in masks)
     kept = sum(_ones_inside(mask, width, height) for mask in masks)
