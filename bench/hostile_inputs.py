@@ -35,11 +35,16 @@ def _png(path: Path, size: tuple[int, int]) -> None:
     Image.new("RGB", size, (90, 90, 90)).save(path)
 
 
-def _cvat_export(root: Path, file_size, declared, mask_box, runs) -> Path:
+def _cvat_export(root: Path, file_size, declared, mask_box, runs, polygon="") -> Path:
+    """With `polygon` (CVAT points), a polygon in the mask's group: drawn with it, one instance."""
     _png(root / "images" / "a.png", file_size)
     left, top, width, height = mask_box
+    group = ' group_id="1"' if polygon else ""
     mask = (f'<mask label="cat" source="manual" occluded="0" rle="{runs}" left="{left}" '
-            f'top="{top}" width="{width}" height="{height}" z_order="0"></mask>')  # fmt: skip
+            f'top="{top}" width="{width}" height="{height}"{group}></mask>')  # fmt: skip
+    if polygon:
+        mask += (f'<polygon label="cat" source="manual" occluded="0" points="{polygon}" '
+                 f'z_order="0"{group}></polygon>')  # fmt: skip
     image = (f'<image id="0" name="a.png" width="{declared[0]}" height="{declared[1]}">'
              f"{mask}</image>")  # fmt: skip
     (root / "annotations.xml").write_text(CVAT_XML.format(image=image), encoding="utf-8")
@@ -73,6 +78,12 @@ CASES = {
     "cvat-mask-20000x20000-on-64x48": (
         "cvat_xml",
         lambda root: _cvat_export(root, (64, 48), (64, 48), (0, 0, HUGE, HUGE), f"0,{HUGE**2}"),
+    ),
+    "cvat-polygon-3e6-wide-in-mask-group-on-64x48": (
+        "cvat_xml",
+        lambda root: _cvat_export(
+            root, (64, 48), (64, 48), (10, 10, 4, 3), "2,8,2", "10,10;3e6,10;3e6,3e6;10,40"
+        ),
     ),
     "coco-image-and-rle-20000x20000-over-64x64": (
         "coco",

@@ -258,32 +258,58 @@ def main() -> None:
         ),
     }
     names = sorted(p.name for p in pool_dir.iterdir())
-    for draw in range(args.random_draws):
+    draws = max(args.random_draws, args.repeats)
+    for draw in range(draws):
         choices[f"random #{draw + 1}"] = random.Random(draw).sample(names, args.top_n)
     print("round 1 (seed + chosen frames, trained from scratch):")
-    results = {}
+    results = {}  # (arm, training seed) -> (AP, AP50, distinct scenes)
     for number, (label, picked) in enumerate(choices.items()):
         ids = seed_ids + [id_of[name] for name in picked]
         scenes = len({name.split(".")[0].split("_")[1] for name in picked})
-        repeats = 1 if label.startswith("random") else args.repeats
-        for repeat in range(repeats):
-            seed = args.train_seed + repeat
-            name = f"round1_{number}" + (f"_seed{seed}" if repeat else "")
+        if label.startswith("random"):  # draw d paired with training seed d
+            draw = int(label.split("#")[1]) - 1
+            seeds = [args.train_seed + draw % args.repeats]
+            arm = "random"
+        else:
+            seeds = [args.train_seed + repeat for repeat in range(args.repeats)]
+            arm = label
+        for seed in seeds:
+            name = f"round1_{number}" + (f"_seed{seed}" if seed != args.train_seed else "")
             _, ap, ap50 = train(out, name, dataset, ids, test_dir, args.steps, seed, args.reuse)
-            shown = label + (f" (training seed {seed})" if repeats > 1 else "")
-            results[shown] = (ap, ap50, scenes)
+            results[(arm if arm != "random" else label, seed)] = (ap, ap50, scenes)
 
     print()
-    print(f"| frames added ({args.top_n}) | distinct scenes | test AP | AP50 |")
-    print("|---|---|---|---|")
-    print(f"| none (seed model, {len(seed_ids)} images) | — | {seed_ap:.3f} | {seed_ap50:.3f} |")
-    for label, (ap, ap50, scenes) in results.items():
-        print(f"| {label} | {scenes} | {ap:.3f} | {ap50:.3f} |")
-    for kind in ("select-frames", "uncertainty only", "random"):
-        runs = [v for k, v in results.items() if k.startswith(kind)]
-        if len(runs) > 1:
-            ap, ap50 = np.mean([r[0] for r in runs]), np.mean([r[1] for r in runs])
-            print(f"| {kind}, mean of {len(runs)} trainings | | {ap:.3f} | {ap50:.3f} |")
+    print(f"| frames added ({args.top_n}) | training seed | distinct scenes | test AP | AP50 |")
+    print("|---|---|---|---|---|")
+    print(
+        f"| none (seed model, {len(seed_ids)} images) | {args.train_seed} | — | {seed_ap:.3f} "
+        f"| {seed_ap50:.3f} |"
+    )
+    for (label, seed), (ap, ap50, scenes) in results.items():
+        print(f"| {label} | {seed} | {scenes} | {ap:.3f} | {ap50:.3f} |")
+    print()
+    print("| arm | trainings | mean AP | std | mean AP50 |")
+    print("|---|---|---|---|---|")
+    by_arm: dict[str, list[tuple[float, float]]] = {}
+    for (label, _), (ap, ap50, _) in results.items():
+        by_arm.setdefault(label.split(" #")[0], []).append((ap, ap50))
+    for arm, runs in by_arm.items():
+        aps, ap50s = [r[0] for r in runs], [r[1] for r in runs]
+        print(
+            f"| {arm} | {len(aps)} | {np.mean(aps):.3f} | {np.std(aps):.3f} "
+            f"| {np.mean(ap50s):.3f} |"
+        )
+    if args.repeats > 1:  # paired by training seed: selection's gain over the random draw
+        randoms = {s: v[0] for (k, s), v in results.items() if k.startswith("random")}
+        for arm in ("select-frames", "uncertainty only (radius 0)"):
+            gains = [results[(arm, s)][0] - randoms[s] for s in randoms if (arm, s) in results]
+            if gains:
+                print(
+                    f"\n{arm} minus random, paired by training seed: "
+                    + ", ".join(f"{g:+.3f}" for g in gains)
+                    + f" (mean {np.mean(gains):+.3f}, {sum(g > 0 for g in gains)} of "
+                    f"{len(gains)} positive)"
+                )
     print(f"\n{time.perf_counter() - started:.0f} s in all")
 
 
