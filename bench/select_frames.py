@@ -98,15 +98,17 @@ def make_data(out: Path, seed_count: int, pool_scenes: int, duplicates: int, tes
 
 def train(
     out: Path, name: str, dataset: Dataset, image_ids, test_dir: Path, steps: int, seed: int,
-    reuse: bool = False,
+    reuse: bool = False, init_model: Path | None = None,
 ):  # fmt: skip
-    """A model trained from scratch on these images; (its directory, test AP, AP50).
+    """A model trained on these images, from scratch or from `init_model`'s weights (the
+    pipeline's fine-tune by lineage); (its directory, test AP, AP50).
 
     `reuse`: an earlier run's model of the same images and schedule, when there is one."""
     from cvat_kfp.components.training.run import run_training
 
     work = out / name
-    recipe = {"images": sorted(image_ids), "steps": steps, "seed": seed}
+    recipe = {"images": sorted(image_ids), "steps": steps, "seed": seed,
+              "init": str(init_model or "")}  # fmt: skip
     if reuse and (work / "recipe.json").is_file() and (work / "model" / "model.json").is_file():
         if json.loads((work / "recipe.json").read_text()) == recipe:
             metrics = json.loads((work / "model" / "model.json").read_text())["metrics"]
@@ -124,6 +126,7 @@ def train(
         component="train_tfod",
         preset=PRESET,
         hyperparameters=hyperparameters(steps, seed),
+        init_model_dir=init_model,
     )
     seconds = time.perf_counter() - started
     (work / "recipe.json").write_text(json.dumps(recipe))
@@ -221,6 +224,11 @@ def main() -> None:
         help="trainings of each selection (seeds from --train-seed)",
     )
     parser.add_argument(
+        "--fine-tune",
+        action="store_true",
+        help="round 1 starts from the seed model's weights (fine-tune by lineage), not scratch",
+    )
+    parser.add_argument(
         "--reuse", action="store_true", help="reuse an earlier run's models of the same images"
     )
     args = parser.parse_args()
@@ -261,7 +269,8 @@ def main() -> None:
     draws = max(args.random_draws, args.repeats)
     for draw in range(draws):
         choices[f"random #{draw + 1}"] = random.Random(draw).sample(names, args.top_n)
-    print("round 1 (seed + chosen frames, trained from scratch):")
+    start = "the seed model" if args.fine_tune else "scratch"
+    print(f"round 1 (seed + chosen frames, trained from {start}):")
     results = {}  # (arm, training seed) -> (AP, AP50, distinct scenes)
     for number, (label, picked) in enumerate(choices.items()):
         ids = seed_ids + [id_of[name] for name in picked]
@@ -275,7 +284,10 @@ def main() -> None:
             arm = label
         for seed in seeds:
             name = f"round1_{number}" + (f"_seed{seed}" if seed != args.train_seed else "")
-            _, ap, ap50 = train(out, name, dataset, ids, test_dir, args.steps, seed, args.reuse)
+            _, ap, ap50 = train(
+                out, name, dataset, ids, test_dir, args.steps, seed, args.reuse,
+                seed_model if args.fine_tune else None,
+            )  # fmt: skip
             results[(arm if arm != "random" else label, seed)] = (ap, ap50, scenes)
 
     print()

@@ -5,19 +5,22 @@ Everything goes through cvat-sdk and the suite's CVAT client (components/common/
 credentials from the environment (CVAT_ACCESS_TOKEN, or CVAT_USERNAME and CVAT_PASSWORD), retries
 with backoff on transient failures, refusals turned into advice.
 
-The annotation version of a task is the latest `updated_date` of its annotation jobs (CVAT
-touches a job when its annotations, state or stage change), so "the same task, annotated the
-same" has one version however many deliveries say so, and reopening a job, editing and
-completing it again makes a new one. A project's version is the latest over all its tasks' jobs.
+The annotation version of a done task is a digest of its annotations as CVAT serves them (tags,
+shapes and tracks, each in id order): "the same task, annotated the same" has one version however
+many deliveries say so and whatever else changes on its jobs (an assignee, a state reopened and
+completed again without edits), and any change to the annotations makes a new one. CVAT keeps no
+annotation version of its own (the API's `version` is always 0) and a job's `updated_date` moves
+on any change to the job. A project's version covers all its tasks.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -34,29 +37,45 @@ from cvat_kfp.components.common.cvat_client import (
 log = logging.getLogger("cvat_kfp.webhook")
 
 WEBHOOK_EVENTS = ("update:job", "update:task")
+ANNOTATION_KINDS = ("tags", "shapes", "tracks")
 
 
 @dataclass(frozen=True)
 class Completion:
-    """Whether a task's (or project's) annotation jobs are all done, and at which version."""
+    """Whether a task's (or project's) annotation jobs are all done."""
 
     target: str  # "task 12" or "project 7"
     complete: bool
-    version: str  # the annotation version; "" when there are no annotation jobs
     summary: str  # "3 of 4 annotation jobs completed", for the log
     task_ids: tuple[int, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class AnnotationContent:
+    """What a done target's tasks hold: the annotation version, and which tasks hold any."""
+
+    version: str  # "sha256:" and 16 hex digits of the digest
+    annotated_task_ids: tuple[int, ...]
+
+
+def annotation_digest(tasks: Iterable[tuple[int, dict]]) -> str:
+    """The annotation version of these (task id, annotations JSON as CVAT serves it) pairs, in
+    task id order: a digest of each task's tags, shapes and tracks in id order, so that neither
+    the server's order nor anything but the annotations moves it. Read one pair at a time."""
+    digest = hashlib.sha256()
+    for task_id, held in tasks:
+        canonical = {
+            kind: sorted(held.get(kind) or [], key=lambda item: item.get("id") or 0)
+            for kind in ANNOTATION_KINDS
+        }
+        digest.update(json.dumps([task_id, canonical], sort_keys=True).encode() + b"\n")
+    return "sha256:" + digest.hexdigest()[:16]
 
 
 def _job_done(job: Any, when: str) -> bool:
     if job.state == "completed":
         return True
     return when == "acceptance" and getattr(job, "stage", None) == "acceptance"
-
-
-def _timestamp(value: datetime) -> str:
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _annotation_jobs(jobs: list[Any]) -> list[Any]:
@@ -69,12 +88,11 @@ def completion(target: str, jobs: list[Any], when: str) -> Completion:
     annotation_jobs = _annotation_jobs(jobs)
     task_ids = tuple(sorted({job.task_id for job in annotation_jobs}))
     if not annotation_jobs:
-        return Completion(target, False, "", "no annotation jobs", task_ids)
+        return Completion(target, False, "no annotation jobs", task_ids)
     done = [job for job in annotation_jobs if _job_done(job, when)]
     word = "completed" if when == "completed" else "completed or in acceptance"
     summary = f"{len(done)} of {len(annotation_jobs)} annotation job(s) {word}"
-    version = _timestamp(max(job.updated_date for job in annotation_jobs))
-    return Completion(target, len(done) == len(annotation_jobs), version, summary, task_ids)
+    return Completion(target, len(done) == len(annotation_jobs), summary, task_ids)
 
 
 class CvatSession:
@@ -116,13 +134,37 @@ class CvatSession:
         )
         return completion(f"project {project_id}", jobs, when)
 
-    def has_annotations(self, task_id: int) -> bool:
-        annotations = self.call(
+    def task_annotations(self, task_id: int) -> dict:
+        """The task's annotations as CVAT serves them: JSON with tags, shapes and tracks."""
+        response = self.call(
             f"read the annotations of task {task_id}",
-            partial(self.client.api_client.tasks_api.retrieve_annotations, task_id),
+            partial(
+                self.client.api_client.tasks_api.retrieve_annotations,
+                task_id,
+                _parse_response=False,
+            ),
             resource=f"task {task_id}",
-        )[0]
-        return bool(annotations.shapes or annotations.tracks or annotations.tags)
+        )[1]
+        return json.loads(response.data)
+
+    def has_annotations(self, task_id: int) -> bool:
+        held = self.task_annotations(task_id)
+        return any(held.get(kind) for kind in ANNOTATION_KINDS)
+
+    def annotation_content(self, task_ids: Iterable[int]) -> AnnotationContent:
+        """The annotation version of these tasks, and which hold annotations; one task's
+        annotations in memory at a time."""
+        annotated = []
+
+        def fetched():
+            for task_id in sorted(task_ids):
+                held = self.task_annotations(task_id)
+                if any(held.get(kind) for kind in ANNOTATION_KINDS):
+                    annotated.append(task_id)
+                yield task_id, held
+
+        version = annotation_digest(fetched())
+        return AnnotationContent(version, tuple(annotated))
 
     def first_unannotated_task(self, project_id: int, exclude: set[int]) -> int | None:
         """The project's first task (by id) with images and no annotations, not in `exclude`."""
@@ -218,4 +260,12 @@ class CvatAccess:
             yield CvatSession(client, call)
 
 
-__all__ = ["CvatAccess", "CvatServerError", "CvatSession", "Completion", "completion"]
+__all__ = [
+    "AnnotationContent",
+    "CvatAccess",
+    "CvatServerError",
+    "CvatSession",
+    "Completion",
+    "annotation_digest",
+    "completion",
+]

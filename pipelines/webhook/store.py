@@ -21,7 +21,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     key TEXT PRIMARY KEY,              -- "task:12@<version>" or "project:7@<version>"
     target TEXT NOT NULL,              -- "task 12" or "project 7"
-    version TEXT NOT NULL,             -- the annotation version (see cvat.py)
+    version TEXT NOT NULL,             -- the annotation version (see cvat_state.py)
     pipeline TEXT NOT NULL,
     experiment TEXT NOT NULL,
     run_name TEXT NOT NULL,

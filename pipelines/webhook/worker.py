@@ -38,7 +38,7 @@ class KfpTarget:
 
 def run_name_for(pipeline: str, target: str, version: str) -> str:
     """Deterministic: the same target and annotation version always give the same run name."""
-    return f"{pipeline} for CVAT {target}, annotations of {version}"
+    return f"{pipeline} for CVAT {target}, annotations {version}"
 
 
 def find_run(run_name: str, kfp: KfpTarget) -> tuple[str, str] | None:
@@ -222,29 +222,29 @@ class Worker:
         if not state.complete:
             log.info("%s: %s; not training yet (%s)", state.target, state.summary, reason)
             return
-        key = f"{state.target.replace(' ', ':')}@{state.version}"
+        content = cvat.annotation_content(state.task_ids)
+        key = f"{state.target.replace(' ', ':')}@{content.version}"
         recorded = self.store.get(key)
         if recorded is not None:
             log.info(
-                "%s: annotations of %s already handled (%s%s); not submitting again (%s)",
+                "%s: annotations %s already handled (%s%s); not submitting again (%s)",
                 state.target,
-                state.version,
+                content.version,
                 recorded.state,
                 f", run {recorded.run_id}" if recorded.run_id else "",
                 reason,
             )
             return
-        run_name = run_name_for(rule.pipeline, state.target, state.version)
+        run_name = run_name_for(rule.pipeline, state.target, content.version)
         common = dict(
             key=key,
             target=state.target,
-            version=state.version,
+            version=content.version,
             pipeline=rule.pipeline,
             experiment=rule.experiment,
             run_name=run_name,
         )
-        annotated = [t for t in state.task_ids if cvat.has_annotations(t)]
-        if not annotated:
+        if not content.annotated_task_ids:
             problem = (
                 f"{state.target}: {state.summary}, but no annotations in "
                 f"{'it' if rule.scope == 'task' else 'any of its tasks'}: nothing to "
@@ -256,10 +256,10 @@ class Worker:
         arguments = self._arguments(cvat, rule, state.target, state.task_ids, task_id)
         if self.store.add(**common, arguments=json.dumps(arguments, sort_keys=True)):
             log.info(
-                "%s: %s at %s; recorded, submitting %s as %r (%s)",
+                "%s: %s, annotations %s; recorded, submitting %s as %r (%s)",
                 state.target,
                 state.summary,
-                state.version,
+                content.version,
                 rule.pipeline,
                 run_name,
                 reason,

@@ -9,6 +9,7 @@ import pytest
 import requests
 import yaml
 
+from cvat_kfp.pipelines.webhook.cvat_state import annotation_digest
 from tests.components.export_annotations.cvat_mock_server import CvatMockServer
 from tests.pipelines.kfp_mock_server import KfpServer
 from tests.pipelines.webhook_service import (
@@ -94,8 +95,8 @@ def test_all_jobs_completed_becomes_one_training_run_with_no_human_step(cvat, kf
     wait_for(lambda: kfp.state.runs, f"a run on the KFP stand-in; log:\n{svc.log()}")
 
     (run,) = kfp.state.runs.values()
-    version = cvat.jobs[1202]["updated_date"]
-    assert run["display_name"] == f"tfod_training for CVAT task 12, annotations of {version}"
+    version = annotation_digest([(12, cvat.annotations[12])])
+    assert run["display_name"] == f"tfod_training for CVAT task 12, annotations {version}"
     assert run["pipeline_spec"]["pipeline_spec"]["pipelineInfo"]["name"] == "tfod-training"
     assert run["runtime_config"]["parameters"] == {
         "cvat_url": cvat.url,
@@ -116,11 +117,53 @@ def test_all_jobs_completed_becomes_one_training_run_with_no_human_step(cvat, kf
 
     # CVAT redelivers, and sends the task's own update: nothing more is submitted
     assert svc.deliver(last).status_code == 202
-    svc.wait_for_log(f"annotations of {version} already handled (submitted, run run-1)")
+    svc.wait_for_log(f"annotations {version} already handled (submitted, run run-1)")
     assert svc.deliver(task_event(cvat, 12)).status_code == 202
-    svc.wait_for_log(f"annotations of {version} already handled (submitted", count=2)
+    svc.wait_for_log(f"annotations {version} already handled (submitted", count=2)
     assert len(kfp.state.runs) == 1
     assert "webhook-secret-for-tests" not in svc.log() and "test-token" not in svc.log()
+
+
+def test_only_changed_annotations_train_again(cvat, kfp, service):
+    """A completed job reopened, reassigned or completed again moves its updated_date but not
+    the annotations: no second run. An edited shape is a new version: one more run."""
+    svc = service().start()
+    _complete(cvat, 1201, 1202)
+    assert svc.deliver(job_event(cvat, 1202)).status_code == 202
+    wait_for(lambda: kfp.state.runs, f"the first run; log:\n{svc.log()}")
+    first = annotation_digest([(12, cvat.annotations[12])])
+
+    cvat.update_job(1202, state="in progress")
+    _complete(cvat, 1202)  # reopened and completed again, nothing edited
+    assert svc.deliver(job_event(cvat, 1202)).status_code == 202
+    svc.wait_for_log(f"annotations {first} already handled (submitted, run run-1); not submitting")
+    assert len(kfp.state.runs) == 1
+
+    (shape,) = cvat.shapes(12)
+    cvat.edit_shape(12, shape["id"], points=[1.0, 2.0, 35.0, 40.0])
+    cvat.update_job(1202, state="in progress")
+    _complete(cvat, 1202)
+    assert svc.deliver(job_event(cvat, 1202)).status_code == 202
+    wait_for(lambda: len(kfp.state.runs) == 2, f"the second run; log:\n{svc.log()}")
+    second = annotation_digest([(12, cvat.annotations[12])])
+    assert second != first
+    names = sorted(run["display_name"] for run in kfp.state.runs.values())
+    assert names == sorted(f"tfod_training for CVAT task 12, annotations {v}"
+                           for v in (first, second))  # fmt: skip
+
+
+def test_the_annotation_version_follows_the_annotations_not_their_order():
+    shape = {"id": 1, "type": "rectangle", "points": [1, 2, 3, 4]}
+    other = {"id": 2, "type": "polygon", "points": [1, 2, 3, 4, 5, 6]}
+    held = {"version": 0, "tags": [], "shapes": [shape, other], "tracks": []}
+    version = annotation_digest([(12, held)])
+    assert version.startswith("sha256:") and len(version) == len("sha256:") + 16
+    reordered = {"version": 3, "tags": [], "shapes": [other, shape], "tracks": []}
+    assert annotation_digest([(12, reordered)]) == version  # CVAT's version field aside
+    moved = {**held, "shapes": [shape, {**other, "points": [1, 2, 3, 4, 5, 7]}]}
+    assert annotation_digest([(12, moved)]) != version
+    assert annotation_digest([(13, held)]) != version  # the same shapes in another task
+    assert annotation_digest([(12, held), (13, held)]) != version
 
 
 def test_bad_deliveries_get_4xx_and_change_nothing(cvat, kfp, service):
@@ -284,7 +327,8 @@ rules:
     (run,) = kfp.state.runs.values()
     parameters = run["runtime_config"]["parameters"]
     assert parameters == {"cvat_url": cvat.url, "project_ids": "7", "preannotate_task_id": "14"}
-    assert run["display_name"].startswith("maskrcnn_training for CVAT project 7, annotations of")
+    version = annotation_digest([(t, cvat.annotations[t]) for t in (12, 13, 14)])
+    assert run["display_name"] == f"maskrcnn_training for CVAT project 7, annotations {version}"
 
 
 def test_cvat_failing_during_the_check_delays_the_run_and_loses_nothing(cvat, kfp, service):
