@@ -114,9 +114,10 @@ class TFLiteDetector:
     """Runs a model.tflite as export_tflite wrote it; outputs keyed like the SavedModel's."""
 
     def __init__(self, path: str | os.PathLike, num_threads: int | None = None):
-        import tensorflow as tf
+        # LiteRT's interpreter: tf.lite.Interpreter is deprecated and leaves TensorFlow in 2.20
+        from ai_edge_litert.interpreter import Interpreter
 
-        self.interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=num_threads)
+        self.interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
         self.runner = self.interpreter.get_signature_runner()
         details = self.runner.get_input_details()
         (self.input_name,) = details
