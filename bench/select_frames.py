@@ -54,7 +54,10 @@ def hyperparameters(steps: int, seed: int) -> str:
     )
 
 
-def make_data(out: Path, seed_count: int, pool_scenes: int, duplicates: int, test_count: int):
+def make_data(
+    out: Path, seed_count: int, pool_scenes: int, duplicates: int, empty_share: float,
+    test_count: int,
+):  # fmt: skip
     """(all: seed images then pool frames, seed ids, pool ids, the pool as a folder, test)."""
     scenes = make_shapes_dataset(
         out / "scenes", seed_count + pool_scenes, IMAGE_SIZE, CLASSES, max_shapes=3, seed=11
@@ -62,6 +65,19 @@ def make_data(out: Path, seed_count: int, pool_scenes: int, duplicates: int, tes
     dataset = Dataset.load(scenes)
     seed_ids = [im["id"] for im in dataset.images[:seed_count]]
     pool_images = dataset.images[seed_count:]
+    if empty_share > 0:  # scenes with nothing in them: the background alone, with noise
+        rng = np.random.default_rng(7)
+        empty = {im["id"] for im in pool_images[: round(empty_share * len(pool_images))]}
+        for image in pool_images:
+            if image["id"] in empty:
+                path = dataset.image_path(image)
+                colour = np.asarray(Image.open(path).convert("RGB"))[0, 0].astype(np.float64)
+                picture = np.broadcast_to(colour, (IMAGE_SIZE[1], IMAGE_SIZE[0], 3))
+                noisy = picture + rng.normal(0, 4, picture.shape)
+                Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(path, quality=90)
+        annotations = [a for a in dataset.annotations if a["image_id"] not in empty]
+        dataset = Dataset(dataset.images, annotations, dataset.categories, scenes)
+        dataset.save(scenes)
     if duplicates > 1:  # video-like: each scene again, with noise, same objects
         rng = np.random.default_rng(5)
         images, annotations = list(dataset.images), list(dataset.annotations)
@@ -210,6 +226,9 @@ def main() -> None:
     parser.add_argument("--seed-images", type=int, default=16)
     parser.add_argument("--pool", type=int, default=240, help="pool scenes")
     parser.add_argument("--duplicates", type=int, default=1, help="frames per pool scene")
+    parser.add_argument(
+        "--empty-share", type=float, default=0.0, help="share of pool scenes with no object"
+    )
     parser.add_argument("--test-images", type=int, default=60)
     parser.add_argument("--val-images", type=int, default=24, help="to calibrate the threshold")
     parser.add_argument("--score-threshold", type=float, help="instead of calibrating one")
@@ -237,11 +256,12 @@ def main() -> None:
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     dataset, seed_ids, pool_ids, pool_dir, test_dir = make_data(
-        out, args.seed_images, args.pool, args.duplicates, args.test_images
+        out, args.seed_images, args.pool, args.duplicates, args.empty_share, args.test_images
     )
     id_of = {im["file_name"]: im["id"] for im in dataset.images}
     print(
-        f"{len(seed_ids)} seed images, {len(pool_ids)} pool frames ({args.duplicates} per scene), "
+        f"{len(seed_ids)} seed images, {len(pool_ids)} pool frames ({args.duplicates} per scene, "
+        f"{args.empty_share:.0%} of scenes empty), "
         f"{args.test_images} test images; {args.top_n} frames added; {args.steps} steps at batch 4"
     )
     print("round 0:")
@@ -271,10 +291,13 @@ def main() -> None:
         choices[f"random #{draw + 1}"] = random.Random(draw).sample(names, args.top_n)
     start = "the seed model" if args.fine_tune else "scratch"
     print(f"round 1 (seed + chosen frames, trained from {start}):")
-    results = {}  # (arm, training seed) -> (AP, AP50, distinct scenes)
+    results = {}  # (arm, training seed) -> (AP, AP50, "distinct scenes, objects")
+    by_image = dataset.annotations_by_image()
     for number, (label, picked) in enumerate(choices.items()):
         ids = seed_ids + [id_of[name] for name in picked]
         scenes = len({name.split(".")[0].split("_")[1] for name in picked})
+        objects = sum(len(by_image[id_of[name]]) for name in picked)
+        scenes = f"{scenes}, {objects}"
         if label.startswith("random"):  # draw d paired with training seed d
             draw = int(label.split("#")[1]) - 1
             seeds = [args.train_seed + draw % args.repeats]
@@ -291,7 +314,10 @@ def main() -> None:
             results[(arm if arm != "random" else label, seed)] = (ap, ap50, scenes)
 
     print()
-    print(f"| frames added ({args.top_n}) | training seed | distinct scenes | test AP | AP50 |")
+    print(
+        f"| frames added ({args.top_n}) | training seed | distinct scenes, objects | test AP "
+        "| AP50 |"
+    )
     print("|---|---|---|---|---|")
     print(
         f"| none (seed model, {len(seed_ids)} images) | {args.train_seed} | — | {seed_ap:.3f} "
