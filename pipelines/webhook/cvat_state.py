@@ -48,6 +48,9 @@ class Completion:
     complete: bool
     summary: str  # "3 of 4 annotation jobs completed", for the log
     task_ids: tuple[int, ...] = field(default=())
+    # each task's latest job update: CVAT moves a job's updated_date whenever its annotations
+    # change, so a task whose stamp has not moved holds the annotations it held then
+    task_stamps: dict[int, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -58,18 +61,25 @@ class AnnotationContent:
     annotated_task_ids: tuple[int, ...]
 
 
+def task_annotation_digest(held: dict) -> str:
+    """A digest of one task's annotations JSON as CVAT serves it: its tags, shapes and tracks,
+    each in id order, so that neither the server's order nor anything but them moves it."""
+    canonical = {
+        kind: sorted(held.get(kind) or [], key=lambda item: item.get("id") or 0)
+        for kind in ANNOTATION_KINDS
+    }
+    return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
+
+
+def annotation_version(task_digests: Iterable[tuple[int, str]]) -> str:
+    """The annotation version of a target from its (task id, task digest) pairs."""
+    combined = "".join(f"{task_id}:{digest}\n" for task_id, digest in sorted(task_digests))
+    return "sha256:" + hashlib.sha256(combined.encode()).hexdigest()[:16]
+
+
 def annotation_digest(tasks: Iterable[tuple[int, dict]]) -> str:
-    """The annotation version of these (task id, annotations JSON as CVAT serves it) pairs, in
-    task id order: a digest of each task's tags, shapes and tracks in id order, so that neither
-    the server's order nor anything but the annotations moves it. Read one pair at a time."""
-    digest = hashlib.sha256()
-    for task_id, held in tasks:
-        canonical = {
-            kind: sorted(held.get(kind) or [], key=lambda item: item.get("id") or 0)
-            for kind in ANNOTATION_KINDS
-        }
-        digest.update(json.dumps([task_id, canonical], sort_keys=True).encode() + b"\n")
-    return "sha256:" + digest.hexdigest()[:16]
+    """The annotation version of these (task id, annotations JSON) pairs."""
+    return annotation_version((task_id, task_annotation_digest(held)) for task_id, held in tasks)
 
 
 def _job_done(job: Any, when: str) -> bool:
@@ -87,20 +97,26 @@ def completion(target: str, jobs: list[Any], when: str) -> Completion:
     """`jobs`: every job of the target (cvat-sdk models); `when`: "completed" or "acceptance"."""
     annotation_jobs = _annotation_jobs(jobs)
     task_ids = tuple(sorted({job.task_id for job in annotation_jobs}))
+    latest: dict[int, Any] = {}
+    for job in jobs:  # every job: a ground-truth job's edits change what the task holds too
+        if job.task_id not in latest or job.updated_date > latest[job.task_id]:
+            latest[job.task_id] = job.updated_date
+    stamps = {task_id: str(moment) for task_id, moment in latest.items()}
     if not annotation_jobs:
         return Completion(target, False, "no annotation jobs", task_ids)
     done = [job for job in annotation_jobs if _job_done(job, when)]
     word = "completed" if when == "completed" else "completed or in acceptance"
     summary = f"{len(done)} of {len(annotation_jobs)} annotation job(s) {word}"
-    return Completion(target, len(done) == len(annotation_jobs), summary, task_ids)
+    return Completion(target, len(done) == len(annotation_jobs), summary, task_ids, stamps)
 
 
 class CvatSession:
     """One signed-in cvat-sdk client; open it with `CvatAccess.session()`."""
 
-    def __init__(self, client: CvatClient, call: CvatCaller):
+    def __init__(self, client: CvatClient, call: CvatCaller, digests: dict | None = None):
         self.client = client
         self.call = call
+        self.digests = {} if digests is None else digests  # task id -> (stamp, digest, any)
 
     def _list(self, what: str, endpoint, **filters) -> list[Any]:
         return self.call(what, partial(get_paginated_collection, endpoint, **filters))
@@ -151,20 +167,23 @@ class CvatSession:
         held = self.task_annotations(task_id)
         return any(held.get(kind) for kind in ANNOTATION_KINDS)
 
-    def annotation_content(self, task_ids: Iterable[int]) -> AnnotationContent:
-        """The annotation version of these tasks, and which hold annotations; one task's
-        annotations in memory at a time."""
-        annotated = []
-
-        def fetched():
-            for task_id in sorted(task_ids):
+    def annotation_content(self, state: Completion) -> AnnotationContent:
+        """The annotation version of a done target's tasks, and which hold annotations. A task is
+        read from CVAT only when its stamp moved since the last read (the digests are kept by
+        `CvatAccess`, across sessions); one task's annotations in memory at a time."""
+        digests, annotated = [], []
+        for task_id in state.task_ids:
+            stamp = state.task_stamps.get(task_id, "")
+            known = self.digests.get(task_id)
+            if known is None or known[0] != stamp or not stamp:
                 held = self.task_annotations(task_id)
-                if any(held.get(kind) for kind in ANNOTATION_KINDS):
-                    annotated.append(task_id)
-                yield task_id, held
-
-        version = annotation_digest(fetched())
-        return AnnotationContent(version, tuple(annotated))
+                has_any = any(held.get(kind) for kind in ANNOTATION_KINDS)
+                known = (stamp, task_annotation_digest(held), has_any)
+                self.digests[task_id] = known
+            digests.append((task_id, known[1]))
+            if known[2]:
+                annotated.append(task_id)
+        return AnnotationContent(annotation_version(digests), tuple(annotated))
 
     def first_unannotated_task(self, project_id: int, exclude: set[int]) -> int | None:
         """The project's first task (by id) with images and no annotations, not in `exclude`."""
@@ -249,6 +268,7 @@ class CvatAccess:
         self.retries = retries
         self.retry_delay = retry_delay
         self.log_line = log_line or log.info
+        self.digests: dict[int, tuple[str, str, bool]] = {}  # see CvatSession.annotation_content
         credentials_from_env()  # no credentials: fail at start, with the variables to set
 
     @contextlib.contextmanager
@@ -257,7 +277,7 @@ class CvatAccess:
         call = CvatCaller(self.url, source, self.retries, self.retry_delay, self.log_line)
         with CvatClient(self.url, call, poll_interval=2.0, timeout=60.0) as client:
             connect(client, call, credentials)
-            yield CvatSession(client, call)
+            yield CvatSession(client, call, self.digests)
 
 
 __all__ = [
@@ -267,5 +287,7 @@ __all__ = [
     "CvatSession",
     "Completion",
     "annotation_digest",
+    "annotation_version",
     "completion",
+    "task_annotation_digest",
 ]

@@ -222,7 +222,7 @@ class Worker:
         if not state.complete:
             log.info("%s: %s; not training yet (%s)", state.target, state.summary, reason)
             return
-        content = cvat.annotation_content(state.task_ids)
+        content = cvat.annotation_content(state)
         key = f"{state.target.replace(' ', ':')}@{content.version}"
         recorded = self.store.get(key)
         if recorded is not None:

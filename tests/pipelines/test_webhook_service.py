@@ -132,17 +132,22 @@ def test_only_changed_annotations_train_again(cvat, kfp, service):
     assert svc.deliver(job_event(cvat, 1202)).status_code == 202
     wait_for(lambda: kfp.state.runs, f"the first run; log:\n{svc.log()}")
     first = annotation_digest([(12, cvat.annotations[12])])
+    reads = len(cvat.calls("GET", "/api/tasks/12/annotations"))
+
+    assert svc.deliver(job_event(cvat, 1202)).status_code == 202  # redelivered: no job moved
+    svc.wait_for_log(f"annotations {first} already handled (submitted, run run-1); not submitting")
+    assert len(cvat.calls("GET", "/api/tasks/12/annotations")) == reads  # not read again
 
     cvat.update_job(1202, state="in progress")
     _complete(cvat, 1202)  # reopened and completed again, nothing edited
     assert svc.deliver(job_event(cvat, 1202)).status_code == 202
-    svc.wait_for_log(f"annotations {first} already handled (submitted, run run-1); not submitting")
+    svc.wait_for_log(
+        f"annotations {first} already handled (submitted, run run-1); not submitting", count=2
+    )
     assert len(kfp.state.runs) == 1
 
     (shape,) = cvat.shapes(12)
-    cvat.edit_shape(12, shape["id"], points=[1.0, 2.0, 35.0, 40.0])
-    cvat.update_job(1202, state="in progress")
-    _complete(cvat, 1202)
+    cvat.edit_shape(12, shape["id"], points=[1.0, 2.0, 35.0, 40.0])  # in the completed job
     assert svc.deliver(job_event(cvat, 1202)).status_code == 202
     wait_for(lambda: len(kfp.state.runs) == 2, f"the second run; log:\n{svc.log()}")
     second = annotation_digest([(12, cvat.annotations[12])])

@@ -192,16 +192,19 @@ class CvatMockServer:
         shape["source"] = {"auto": "semi-auto", "semi-auto": "semi-auto"}.get(
             source, "consensus" if source == "consensus" else "manual"
         )
+        self._annotations_saved(task_id)
 
     def delete_shape(self, task_id: int, shape_id: int) -> None:
         shapes = self.annotations[task_id]["shapes"]
         shapes.remove(self._shape(task_id, shape_id))
+        self._annotations_saved(task_id)
 
     def draw_shape(self, task_id: int, **shape) -> int:
         """A shape a person draws ("manual"); returns its id."""
         (stored,) = self._checked_shapes(task_id, [{"source": "manual", **shape}])[0] or [None]
         assert stored is not None, shape
         self.annotations[task_id]["shapes"].append(stored)
+        self._annotations_saved(task_id)
         return stored["id"]
 
     def rename_label(self, label_id: int, name: str) -> None:
@@ -210,6 +213,15 @@ class CvatMockServer:
     def delete_frames(self, task_id: int, *frames: int) -> None:
         """Frames deleted in the task: kept in the data, left out of exports (shapes and all)."""
         self.tasks[task_id]["deleted_frames"] += list(frames)
+
+    def _annotations_saved(self, task_id: int) -> None:
+        """CVAT touches the jobs (and task) whose annotations were saved: their updated_date
+        moves on (dataset_manager/task.py, JobAnnotation._set_updated_date); here every job of
+        the task."""
+        self.clock += 1
+        for job in self.jobs.values():
+            if job["task_id"] == task_id:
+                job["updated_date"] = _after_date(self.clock)
 
     def _shape(self, task_id: int, shape_id: int) -> dict:
         (shape,) = (s for s in self.annotations[task_id]["shapes"] if s["id"] == shape_id)
@@ -651,6 +663,7 @@ class CvatMockServer:
             return 400, error
         stored = self.annotations[task_id]
         stored.update(tags=[], tracks=[], shapes=shapes, version=stored["version"] + 1)
+        self._annotations_saved(task_id)
         return 200, self._annotations_json(task_id)
 
     def patch_annotations(self, query, body, task_id):
@@ -666,6 +679,7 @@ class CvatMockServer:
         stored = self.annotations[task_id]
         stored["shapes"] += shapes
         stored["version"] += 1
+        self._annotations_saved(task_id)
         # CVAT saves the request job by job (each job's frames, ids in request order), then
         # answers with what it created, job after job (dataset_manager/task.py: _patch_data).
         segments = self.job_segments(task_id)
@@ -678,6 +692,7 @@ class CvatMockServer:
             return 404, {"detail": "Not found."}
         stored = self.annotations[task_id]
         stored.update(tags=[], tracks=[], shapes=[], version=stored["version"] + 1)
+        self._annotations_saved(task_id)
         return 204, None
 
     def job_segments(self, task_id: int) -> list[tuple[int, int]]:
@@ -816,6 +831,7 @@ class CvatMockServer:
         stored = self.annotations[task_id]
         stored["shapes"] += shapes
         stored["version"] += 1
+        self._annotations_saved(task_id)
         request["status"] = "finished"
         return 200, {}
 
