@@ -82,7 +82,8 @@ def make_data(
         rng = np.random.default_rng(5)
         images, annotations = list(dataset.images), list(dataset.annotations)
         by_image = dataset.annotations_by_image()
-        next_id, next_ann = max(im["id"] for im in images) + 1, len(annotations) + 1
+        next_id = max(im["id"] for im in images) + 1
+        next_ann = max((a["id"] for a in annotations), default=0) + 1
         for image in pool_images:
             picture = np.asarray(Image.open(dataset.image_path(image)).convert("RGB"), np.float64)
             for copy in range(1, duplicates):
