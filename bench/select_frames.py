@@ -9,13 +9,16 @@ One round of the loop on generated shapes (components/common/synthetic.py):
    validation split (as evaluate-model calibrates one; `--score-threshold` gives one instead):
    a young model scores low, and at 0.5 nearly every frame has "nothing confident";
 3. N random frames of the pool, for several draws;
-4. for each choice, a new model trained from scratch on seed + chosen with the same schedule and
-   training seed, evaluated (COCO AP on boxes) on a held-out test split.
+4. for each choice, a new model trained on seed + chosen (from scratch, or from the seed model)
+   with the same schedule and training seed, evaluated (COCO AP on boxes) on a held-out test
+   split.
 
 `--duplicates K` makes the pool video-like: each scene K times, the copies with pixel noise
-(consecutive frames), so that near-duplicates compete for the picks.
+(consecutive frames), so that near-duplicates compete for the picks; `--empty-share F` empties
+that share of the pool's scenes. `--repeats N` trains each choice N times and N random draws,
+paired by training seed; `--fine-tune` starts round 1 from the seed model's weights.
 
-    .venv/bin/python bench/select_frames.py               # 16 seed, 240 pool, 24 picked: ~12 min
+    .venv/bin/python bench/select_frames.py --repeats 4 --fine-tune --test-images 120  # ~30 min
     .venv/bin/python bench/select_frames.py --random-draws 1 --steps 80   # a quick look
 """
 
@@ -121,6 +124,7 @@ def train(
     pipeline's fine-tune by lineage); (its directory, test AP, AP50).
 
     `reuse`: an earlier run's model of the same images and schedule, when there is one."""
+    from cvat_kfp.components.training.engine import DivergedLossError
     from cvat_kfp.components.training.run import run_training
 
     work = out / name
@@ -136,15 +140,19 @@ def train(
     dataset.subset(image_ids).save(work / "dataset")
     run_convert_to_tfrecord(work / "dataset", work / "train", split_name="train", num_workers=1)
     started = time.perf_counter()
-    result = run_training(
-        work / "train",
-        test_dir,  # evaluated once, after the last step: no checkpoint is chosen by it
-        work / "model",
-        component="train_tfod",
-        preset=PRESET,
-        hyperparameters=hyperparameters(steps, seed),
-        init_model_dir=init_model,
-    )
+    try:
+        result = run_training(
+            work / "train",
+            test_dir,  # evaluated once, after the last step: no checkpoint is chosen by it
+            work / "model",
+            component="train_tfod",
+            preset=PRESET,
+            hyperparameters=hyperparameters(steps, seed),
+            init_model_dir=init_model,
+        )
+    except DivergedLossError as e:  # counted, left out of the means: the bench goes on
+        print(f"  {name}: {len(image_ids)} images, diverged ({str(e).split('. ')[0]})")
+        return None, float("nan"), float("nan")
     seconds = time.perf_counter() - started
     (work / "recipe.json").write_text(json.dumps(recipe))
     ap, ap50 = result.metrics.get("AP", float("nan")), result.metrics.get("AP50", float("nan"))
@@ -333,15 +341,18 @@ def main() -> None:
     for (label, _), (ap, ap50, _) in results.items():
         by_arm.setdefault(label.split(" #")[0], []).append((ap, ap50))
     for arm, runs in by_arm.items():
-        aps, ap50s = [r[0] for r in runs], [r[1] for r in runs]
+        finished = [r for r in runs if np.isfinite(r[0])]  # a diverged training has no AP
+        aps, ap50s = [r[0] for r in finished], [r[1] for r in finished]
+        diverged = f" ({len(runs) - len(finished)} diverged)" if len(finished) < len(runs) else ""
         print(
-            f"| {arm} | {len(aps)} | {np.mean(aps):.3f} | {np.std(aps):.3f} "
+            f"| {arm} | {len(aps)}{diverged} | {np.mean(aps):.3f} | {np.std(aps):.3f} "
             f"| {np.mean(ap50s):.3f} |"
         )
     if args.repeats > 1:  # paired by training seed: selection's gain over the random draw
         randoms = {s: v[0] for (k, s), v in results.items() if k.startswith("random")}
         for arm in ("select-frames", "uncertainty only (radius 0)"):
             gains = [results[(arm, s)][0] - randoms[s] for s in randoms if (arm, s) in results]
+            gains = [g for g in gains if np.isfinite(g)]
             if gains:
                 print(
                     f"\n{arm} minus random, paired by training seed: "
