@@ -300,7 +300,7 @@ def main() -> None:
         choices[f"random #{draw + 1}"] = random.Random(draw).sample(names, args.top_n)
     start = "the seed model" if args.fine_tune else "scratch"
     print(f"round 1 (seed + chosen frames, trained from {start}):")
-    results = {}  # (arm, training seed) -> (AP, AP50, "distinct scenes, objects")
+    results = {}  # (choice, training seed) -> (AP, AP50, "distinct scenes, objects")
     by_image = dataset.annotations_by_image()
     for number, (label, picked) in enumerate(choices.items()):
         ids = seed_ids + [id_of[name] for name in picked]
@@ -310,17 +310,15 @@ def main() -> None:
         if label.startswith("random"):  # draw d paired with training seed d
             draw = int(label.split("#")[1]) - 1
             seeds = [args.train_seed + draw % args.repeats]
-            arm = "random"
         else:
             seeds = [args.train_seed + repeat for repeat in range(args.repeats)]
-            arm = label
         for seed in seeds:
             name = f"round1_{number}" + (f"_seed{seed}" if seed != args.train_seed else "")
             _, ap, ap50 = train(
                 out, name, dataset, ids, test_dir, args.steps, seed, args.reuse,
                 seed_model if args.fine_tune else None,
             )  # fmt: skip
-            results[(arm if arm != "random" else label, seed)] = (ap, ap50, scenes)
+            results[(label, seed)] = (ap, ap50, scenes)
 
     print()
     print(

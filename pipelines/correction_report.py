@@ -11,12 +11,12 @@ after the training run uploaded, and a run cannot wait for people. Its outputs (
 HTML) sit on the run, and the KFP run-comparison page sets rounds side by side.
 """
 
-from kfp import dsl, kubernetes
+from kfp import dsl
 from kfp.dsl import Dataset
 
 from cvat_kfp.components.export_annotations.component import export_annotations
 from cvat_kfp.components.measure_corrections.component import measure_corrections
-from cvat_kfp.pipelines.dataset_preparation import CVAT_SECRET_KEYS
+from cvat_kfp.pipelines.dataset_preparation import use_cvat_secret
 
 REVIEW_FORMAT = "CVAT for images 1.1"
 
@@ -45,9 +45,7 @@ def correction_report(
     )
     export.set_display_name("export-reviewed-task")
     export.set_caching_options(False)  # the task changes as the review goes on
-    kubernetes.use_secret_as_env(
-        export, secret_name=cvat_secret_name, secret_key_to_env=CVAT_SECRET_KEYS, optional=True
-    )
+    use_cvat_secret(export, cvat_secret_name)
     measure = measure_corrections(
         predictions=predictions.output,
         reviewed=export.outputs["dataset"],

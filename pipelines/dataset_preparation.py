@@ -21,6 +21,14 @@ CVAT_SECRET_KEYS = {
 }
 
 
+def use_cvat_secret(task: dsl.PipelineTask, secret_name) -> None:
+    """The task gets the CVAT credentials of the Secret `secret_name` as environment variables
+    (each key optional: a token, or a username and password)."""
+    kubernetes.use_secret_as_env(
+        task, secret_name=secret_name, secret_key_to_env=CVAT_SECRET_KEYS, optional=True
+    )
+
+
 class PreparedData(NamedTuple):
     dataset: Dataset
     train: Dataset
@@ -91,9 +99,7 @@ def dataset_preparation(
         skip_bad_images=skip_bad_images,
     )
     export.set_caching_options(False)  # the source may change behind the same URI
-    kubernetes.use_secret_as_env(
-        export, secret_name=cvat_secret_name, secret_key_to_env=CVAT_SECRET_KEYS, optional=True
-    )
+    use_cvat_secret(export, cvat_secret_name)
     split = split_dataset(
         dataset=export.outputs["dataset"],
         train_fraction=train_fraction,

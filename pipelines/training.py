@@ -34,7 +34,7 @@ from cvat_kfp.components.evaluate_model.component import evaluate_model
 from cvat_kfp.components.export_model.component import export_model
 from cvat_kfp.components.preannotate.component import preannotate
 from cvat_kfp.components.select_frames.component import select_frames
-from cvat_kfp.pipelines.dataset_preparation import CVAT_SECRET_KEYS, dataset_preparation
+from cvat_kfp.pipelines.dataset_preparation import dataset_preparation, use_cvat_secret
 
 # A preempted or crashed training pod is restarted this many times; with a checkpoint location it
 # resumes from its newest checkpoint. KFP takes a fixed number here, not a pipeline parameter.
@@ -150,12 +150,7 @@ def _train_evaluate_export(
         )
         upload.set_display_name("preannotate")
         upload.set_caching_options(False)  # uploads to CVAT
-        kubernetes.use_secret_as_env(
-            upload,
-            secret_name=params["cvat_secret_name"],
-            secret_key_to_env=CVAT_SECRET_KEYS,
-            optional=True,
-        )
+        use_cvat_secret(upload, params["cvat_secret_name"])
     _select_frames(params, export)
 
 
@@ -173,12 +168,7 @@ def _select_frames(params: dict, export: dsl.PipelineTask) -> None:
         )
         select.set_display_name("select-frames")
         select.set_caching_options(False)  # reads the task's annotations now; may create a task
-        kubernetes.use_secret_as_env(
-            select,
-            secret_name=params["cvat_secret_name"],
-            secret_key_to_env=CVAT_SECRET_KEYS,
-            optional=True,
-        )
+        use_cvat_secret(select, params["cvat_secret_name"])
 
 
 def wire_training_pipeline(params: dict, trainer: Callable, *, include_masks: bool) -> None:

@@ -77,9 +77,9 @@ def annotation_version(task_digests: Iterable[tuple[int, str]]) -> str:
     return "sha256:" + hashlib.sha256(combined.encode()).hexdigest()[:16]
 
 
-def annotation_digest(tasks: Iterable[tuple[int, dict]]) -> str:
-    """The annotation version of these (task id, annotations JSON) pairs."""
-    return annotation_version((task_id, task_annotation_digest(held)) for task_id, held in tasks)
+def holds_annotations(held: dict) -> bool:
+    """Whether a task's annotations JSON holds any tag, shape or track."""
+    return any(held.get(kind) for kind in ANNOTATION_KINDS)
 
 
 def _job_done(job: Any, when: str) -> bool:
@@ -113,10 +113,10 @@ def completion(target: str, jobs: list[Any], when: str) -> Completion:
 class CvatSession:
     """One signed-in cvat-sdk client; open it with `CvatAccess.session()`."""
 
-    def __init__(self, client: CvatClient, call: CvatCaller, digests: dict | None = None):
+    def __init__(self, client: CvatClient, call: CvatCaller, digests: dict):
         self.client = client
         self.call = call
-        self.digests = {} if digests is None else digests  # task id -> (stamp, digest, any)
+        self.digests = digests  # task id -> (stamp, digest, holds any), kept by CvatAccess
 
     def _list(self, what: str, endpoint, **filters) -> list[Any]:
         return self.call(what, partial(get_paginated_collection, endpoint, **filters))
@@ -164,8 +164,7 @@ class CvatSession:
         return json.loads(response.data)
 
     def has_annotations(self, task_id: int) -> bool:
-        held = self.task_annotations(task_id)
-        return any(held.get(kind) for kind in ANNOTATION_KINDS)
+        return holds_annotations(self.task_annotations(task_id))
 
     def annotation_content(self, state: Completion) -> AnnotationContent:
         """The annotation version of a done target's tasks, and which hold annotations. A task is
@@ -177,8 +176,7 @@ class CvatSession:
             known = self.digests.get(task_id)
             if known is None or known[0] != stamp or not stamp:
                 held = self.task_annotations(task_id)
-                has_any = any(held.get(kind) for kind in ANNOTATION_KINDS)
-                known = (stamp, task_annotation_digest(held), has_any)
+                known = (stamp, task_annotation_digest(held), holds_annotations(held))
                 self.digests[task_id] = known
             digests.append((task_id, known[1]))
             if known[2]:
@@ -286,7 +284,6 @@ __all__ = [
     "CvatServerError",
     "CvatSession",
     "Completion",
-    "annotation_digest",
     "annotation_version",
     "completion",
     "task_annotation_digest",

@@ -9,7 +9,7 @@ import pytest
 import requests
 import yaml
 
-from cvat_kfp.pipelines.webhook.cvat_state import annotation_digest
+from cvat_kfp.pipelines.webhook.cvat_state import annotation_version, task_annotation_digest
 from tests.components.export_annotations.cvat_mock_server import CvatMockServer
 from tests.pipelines.kfp_mock_server import KfpServer
 from tests.pipelines.webhook_service import (
@@ -33,6 +33,13 @@ rules:
     preannotate: next-unannotated
     parameters: {gpu_count: 2, completed_jobs_only: true}
 """
+
+
+def annotation_digest(tasks):
+    """The version the service gives these (task id, annotations JSON) pairs."""
+    return annotation_version((task_id, task_annotation_digest(held)) for task_id, held in tasks)
+
+
 BOX = {"type": "rectangle", "frame": 0, "points": [1.0, 2.0, 30.0, 40.0]}
 
 
